@@ -1,0 +1,111 @@
+"""Attention-function wrappers that compute the last-token score on the way through.
+
+For each stock implementation (sdpa, eager, flash attention) we register a
+wrapper under ``seqprune_<name>`` in transformers' ``AttentionInterface`` and
+the stock mask function under the same name in ``AttentionMaskInterface``
+(without the latter, masking_utils returns no mask and padding is ignored).
+The wrapper calls the stock function unchanged; when the module belongs to a
+pruner that wants this layer's score, it first computes it from the query and
+key states it was handed, so ``output_attentions`` is never needed.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Dict, Optional
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+PREFIX = "seqprune_"
+# id(attention module) -> callback(module, query, key, attention_mask, kwargs)
+_ROUTES: Dict[int, object] = {}
+
+
+def wrapped_name(base: str) -> str:
+    return base if base.startswith(PREFIX) else PREFIX + base
+
+
+def base_name(name: str) -> str:
+    return name[len(PREFIX):] if name.startswith(PREFIX) else name
+
+
+def _stock_function(module, base: str):
+    if base == "eager":
+        # Eager attention is defined per model file, not in the global registry.
+        fn = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+        if fn is None:
+            raise RuntimeError(f"{type(module).__name__} has no eager_attention_forward in its model file")
+        return fn
+    return ALL_ATTENTION_FUNCTIONS[base]
+
+
+def _make_wrapper(base: str):
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        route = _ROUTES.get(id(module))
+        if route is not None:
+            route(module, query, key, attention_mask, kwargs)
+        return _stock_function(module, base)(module, query, key, value, attention_mask, **kwargs)
+    attention.__name__ = f"{PREFIX}{base}_attention"
+    return attention
+
+
+def ensure_registered(base: str) -> str:
+    """Register the wrapper of stock implementation ``base``; return its name."""
+    if base != "eager" and base not in ALL_ATTENTION_FUNCTIONS:
+        raise ValueError(
+            f"attention implementation {base!r} is not supported for pruning; use 'sdpa', 'eager' or a flash attention")
+    if base not in ALL_MASK_ATTENTION_FUNCTIONS:
+        raise ValueError(f"attention implementation {base!r} has no mask function; use 'sdpa', 'eager' or flash attention")
+    name = wrapped_name(base)
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _make_wrapper(base))
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
+
+
+def route(module, callback) -> None:
+    _ROUTES[id(module)] = callback
+
+
+def unroute(module) -> None:
+    _ROUTES.pop(id(module), None)
+
+
+def last_row_validity(attention_mask: Optional[torch.Tensor], batch: int, kv_len: int):
+    """The last query row of the mask as an additive float32 bias (batch, kv_len), or None."""
+    if attention_mask is None:
+        return None
+    m = attention_mask
+    if m.dim() == 4:
+        row = m[:, 0, -1, :kv_len]
+    elif m.dim() == 2:  # flash attention: (batch, kv_len) padding mask, 1 = keep
+        row = m[:, :kv_len].bool()
+    else:
+        raise ValueError(f"unexpected attention mask of shape {tuple(m.shape)}")
+    if row.dtype == torch.bool:
+        bias = torch.zeros(row.shape, dtype=torch.float32, device=row.device)
+        bias.masked_fill_(~row, float("-inf"))
+    else:
+        bias = row.float()
+    return bias.expand(batch, kv_len)
+
+
+def last_token_scores(query: torch.Tensor, key: torch.Tensor, attention_mask, scaling: Optional[float]) -> torch.Tensor:
+    """softmax(q_last K^T * scaling + mask) in float32, averaged over query heads: (batch, kv_len).
+
+    Grouped-query attention is handled by folding the query heads onto their
+    key-value head instead of repeating the keys.
+    """
+    b, hq, _, d = query.shape
+    hkv, kv_len = key.shape[1], key.shape[2]
+    if scaling is None:
+        scaling = d ** -0.5
+    q = query[:, :, -1, :].float().reshape(b, hkv, hq // hkv, d)
+    logits = torch.einsum("bgrd,bgkd->bgrk", q, key.float()) * scaling
+    bias = last_row_validity(attention_mask, b, kv_len)
+    if bias is not None:
+        logits = logits + bias.to(logits.device)[:, None, None, :]
+    probs = torch.softmax(logits, dim=-1)
+    return probs.reshape(b, hq, kv_len).mean(dim=1)
