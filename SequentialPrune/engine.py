@@ -125,7 +125,7 @@ class Pruner:
     # ------------------------------------------------------------ model call
     def _on_model_call(self, module, args, kwargs):
         cfg = self.config
-        a = self._sig.bind_partial(*args, **kwargs).arguments
+        a = self._arguments(args, kwargs)
         ids, embeds, pkv = a.get("input_ids"), a.get("inputs_embeds"), a.get("past_key_values")
         if a.get("labels") is not None and cfg.prunes:
             raise ValueError("pruning changes the sequence length, so `labels` (training loss) are not supported")
@@ -140,7 +140,8 @@ class Pruner:
             if "use_cache" not in a:
                 kwargs["use_cache"] = False
         past_len = pkv.get_seq_length() if pkv is not None else 0
-        has_pixels = any(a.get(k) is not None for k in self.adapter.pixel_keys)
+        # transformers >= 5.2x encodes images before the first forward and passes mm_encoder_outputs instead
+        has_pixels = any(a.get(k) is not None for k in self.adapter.pixel_keys) or bool(a.get("mm_encoder_outputs"))
         if ids is None and embeds is not None:
             if cfg.prunes:
                 raise ValueError("inputs_embeds without input_ids: image tokens are found from input_ids, so pass "
@@ -153,6 +154,14 @@ class Pruner:
             return args, kwargs
         self._start_prefill(ids, visual, has_pixels, a.get("attention_mask"))
         return args, kwargs
+
+    def _arguments(self, args, kwargs) -> dict:
+        """The call's arguments by name, with those passed through ``**kwargs`` flattened in."""
+        a = dict(self._sig.bind_partial(*args, **kwargs).arguments)
+        for name, p in self._sig.parameters.items():
+            if p.kind is inspect.Parameter.VAR_KEYWORD and isinstance(a.get(name), dict):
+                a.update(a.pop(name))
+        return a
 
     def _start_decode(self, pkv, ids, visual, has_pixels) -> None:
         st = self._state
