@@ -166,15 +166,16 @@ class Pruner:
     def _start_decode(self, pkv, ids, visual, has_pixels) -> None:
         st = self._state
         ours = st is not None and st.cache is pkv
+        if bool(visual.any()) or has_pixels:
+            raise ValueError("image tokens arrived on a non-empty cache (chunked prefill, or continuing from a "
+                             "cache with a new image), which is not supported: run the whole prompt with its images "
+                             "in one prefill from an empty cache (no prefill_chunk_size)")
         if ours and st.layer_kept:
             if ids.shape[1] != 1:
                 raise ValueError("a pruned KV cache can only be extended one token at a time: chunked prefill, "
                                  "assisted/speculative decoding and multi-token continuation are not supported")
             st.decoding = True
             return
-        if visual.any() or has_pixels:
-            raise ValueError("continuing from a non-empty cache with new image inputs is not supported: start the "
-                             "prompt (with its images) from an empty cache")
         lengths = {layer.get_seq_length() if hasattr(layer, "get_seq_length") else None for layer in pkv.layers}
         if len(lengths) > 1 and not ours:
             raise ValueError("this KV cache was pruned by an earlier prefill that is no longer current "

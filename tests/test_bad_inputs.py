@@ -1,0 +1,131 @@
+"""Every unsupported input fails loudly, naming the fix; pruning never silently does nothing."""
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from SequentialPrune import PruneConfig, apply_pruning
+from tiny_models import IMAGE_ID, build_model, make_inputs
+
+CFG = PruneConfig("sequential", 0.75, 2)
+
+
+@pytest.fixture
+def llava():
+    model = build_model("llava")
+    with apply_pruning(model, CFG) as pruner:
+        yield model, pruner
+
+
+def test_unknown_model_is_refused():
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                      num_attention_heads=2))
+    with pytest.raises(ValueError, match="LlamaForCausalLM is not supported"):
+        apply_pruning(lm, CFG)
+
+
+def test_schedule_that_does_not_fit_the_model():
+    model = build_model("llava", num_layers=8)
+    with pytest.raises(ValueError, match="prunes up to layer 8, but the decoder has only 8 layers"):
+        apply_pruning(model, CFG)
+    with pytest.raises(ValueError, match="must be < the number of decoder layers"):
+        apply_pruning(model, PruneConfig("fastv", 0.5, 8))
+
+
+def test_applying_twice_is_refused(llava):
+    model, _ = llava
+    with pytest.raises(ValueError, match="already has a pruner"):
+        apply_pruning(model, CFG)
+
+
+def test_pixels_without_image_tokens(llava):
+    model, _ = llava
+    inputs = make_inputs("llava")
+    inputs["input_ids"][inputs["input_ids"] == IMAGE_ID] = 7  # e.g. a wrong image-token id
+    with pytest.raises(ValueError, match="no image token"):
+        model(**inputs)
+
+
+def test_inputs_embeds_without_input_ids(llava):
+    model, _ = llava
+    embeds = model.get_input_embeddings()(torch.randint(3, 100, (1, 10)))
+    with pytest.raises(ValueError, match="pass\\s+input_ids"):
+        model(inputs_embeds=embeds)
+
+
+def test_right_padding(llava):
+    model, _ = llava
+    inputs = make_inputs("llava", batch=2, suffixes=[9, 4])
+    inputs["input_ids"] = inputs["input_ids"].flip(1)  # pads last, image tokens still 64 per row
+    inputs["attention_mask"] = inputs["attention_mask"].flip(1)
+    with pytest.raises(ValueError, match="padding_side = 'left'"):
+        model(**inputs)
+
+
+def test_rows_with_different_image_counts(llava):
+    model, _ = llava
+    inputs = make_inputs("llava", n_images=2, batch=2)
+    inputs["input_ids"][0, inputs["input_ids"][0] == IMAGE_ID] = 7
+    inputs["input_ids"][0, -64:] = IMAGE_ID  # row 0: 64 image tokens, row 1: 128
+    inputs["pixel_values"] = inputs["pixel_values"][:3]
+    with pytest.raises(ValueError, match="use batch size 1"):
+        model(**inputs)
+
+
+def test_static_cache(llava):
+    model, _ = llava
+    with pytest.raises(ValueError, match="DynamicCache"):
+        model.generate(**make_inputs("llava"), max_new_tokens=2, cache_implementation="static")
+
+
+def test_assisted_decoding(llava):
+    model, _ = llava
+    draft = build_model("llava", seed=1)
+    with pytest.raises(ValueError, match="one token at a time"):
+        model.generate(**make_inputs("llava"), max_new_tokens=4, assistant_model=draft, do_sample=False)
+
+
+def test_continuing_from_a_non_empty_cache(llava):
+    model, _ = llava
+    inputs = make_inputs("llava")
+    out = model(**inputs, use_cache=True)
+    with pytest.raises(ValueError, match="in one prefill from an empty cache"):
+        model(**make_inputs("llava", seed=1), past_key_values=out.past_key_values)
+    more = torch.randint(3, 100, (1, 3))
+    with pytest.raises(ValueError, match="one token at a time"):
+        model(input_ids=more, past_key_values=out.past_key_values)
+
+
+def test_chunked_prefill(llava):
+    model, _ = llava
+    with pytest.raises(ValueError, match="no prefill_chunk_size"):
+        model.generate(**make_inputs("llava"), max_new_tokens=3, prefill_chunk_size=8)
+
+
+def test_labels_are_refused(llava):
+    model, _ = llava
+    inputs = make_inputs("llava")
+    with pytest.raises(ValueError, match="labels"):
+        model(**inputs, labels=inputs["input_ids"])
+
+
+def test_attention_swapped_after_apply_is_detected(llava):
+    model, _ = llava
+    model.set_attn_implementation({"text_config": "sdpa"})
+    with pytest.raises(RuntimeError, match="attention wrapper did not run"):
+        model(**make_inputs("llava"))
+
+
+def test_layer_hooks_lost_is_detected(llava):
+    model, pruner = llava
+    for h in pruner._handles[2:]:  # the decoder layers' pre-hooks: nothing would be pruned
+        h.remove()
+    with pytest.raises(RuntimeError, match=r"layers \[0, 1, 2, .*11\] ran without the pruning hooks"):
+        model(**make_inputs("llava"))
+
+
+def test_recompute_mode_requires_use_cache_false():
+    model = build_model("llava")
+    with apply_pruning(model, CFG.replace(cache_mode="recompute")):
+        with pytest.raises(ValueError, match="use_cache=False"):
+            model(**make_inputs("llava"), use_cache=True)
+        model(**make_inputs("llava"))  # a plain forward is switched to no cache

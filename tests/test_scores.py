@@ -1,0 +1,51 @@
+"""Scores computed inside sdpa/eager equal eager attention weights (last row, mean over heads)."""
+import pytest
+import torch
+
+from SequentialPrune import PruneConfig, apply_pruning
+from SequentialPrune.attention import last_token_scores
+from tiny_models import FAMILIES, build_model, make_inputs
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_scores_equal_eager_attention_weights(family, attn, batch):
+    model = build_model(family, attn)
+    assert model.config.text_config.num_key_value_heads < model.config.text_config.num_attention_heads  # GQA
+    inputs = make_inputs(family, batch=batch, suffixes=[7, 4][:batch])  # batch 2 is left-padded
+    # K=1 scores layer 0, which sees the full, unpruned sequence
+    with torch.no_grad(), apply_pruning(model, PruneConfig("fastv", 0.5, 1)) as pruner:
+        model(**inputs)
+    ours = pruner.stats.scores[0]
+    eager = build_model(family, "eager")
+    with torch.no_grad():
+        attn_w = eager(**inputs, output_attentions=True).attentions[0]
+    ref = attn_w[:, :, -1, :].float().mean(dim=1)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() < 1e-6
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "flash2d"])
+def test_score_function_handles_every_mask_form(mask_kind):
+    g = torch.Generator().manual_seed(0)
+    b, hq, hkv, L, d = 2, 8, 2, 9, 16
+    q, k = torch.randn(b, hq, L, d, generator=g), torch.randn(b, hkv, L, d, generator=g)
+    valid = torch.ones(b, L, dtype=torch.bool)
+    valid[1, :3] = False  # left padding on row 1
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    allowed = causal[None, None] & valid[:, None, None, :]
+    mask = {"none": None, "bool": allowed,
+            "float": torch.zeros(b, 1, L, L).masked_fill(~allowed, torch.finfo(torch.float32).min),
+            "flash2d": valid.long()}[mask_kind]
+    if mask_kind == "none":
+        valid[:] = True
+    s = last_token_scores(q, k, mask, scaling=d ** -0.5)
+    # reference: repeat K per query head, plain softmax over allowed keys
+    kk = k.repeat_interleave(hq // hkv, dim=1)
+    logits = (q[:, :, -1:] @ kk.transpose(-1, -2)).squeeze(2) * d ** -0.5
+    logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
+    ref = logits.softmax(-1).mean(1)
+    assert torch.allclose(s, ref, atol=1e-6)
+    if mask_kind != "none":
+        assert s[1, :3].abs().max() == 0  # padding gets no score
