@@ -11,7 +11,7 @@ from transformers import (
     Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
 )
 
-FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl")
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl")
 VOCAB = 160
 IMAGE_ID, VIDEO_ID, VSTART_ID, VEND_ID = 150, 151, 152, 153
 PAD_ID, EOS_ID = 0, 1
