@@ -6,6 +6,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from SequentialPrune import PruneConfig, apply_pruning
 from tiny_models import IMAGE_ID, build_model, make_inputs
 
+pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
+
 CFG = PruneConfig("sequential", 0.75, 2)
 
 

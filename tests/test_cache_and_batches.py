@@ -5,6 +5,8 @@ import torch
 from SequentialPrune import PruneConfig, apply_pruning, prefill_flops
 from tiny_models import build_model, make_inputs, split_row
 
+pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
+
 
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen2_5_vl"])
 @pytest.mark.parametrize("method", ["fastv", "sequential"])

@@ -4,6 +4,8 @@ import pytest
 from SequentialPrune import METHODS, PruneConfig
 from SequentialPrune.schedules import stepwise_fractions
 
+pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
+
 # The original research code's counts for N = 576 (image tokens entering each layer).
 ORIGINAL_TABLE = {
     (0.5, 2): {2: 518, 3: 460, 4: 403, 5: 345, 6: 288},

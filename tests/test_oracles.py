@@ -9,6 +9,8 @@ from oracle import masked_reference
 from SequentialPrune import METHODS, PruneConfig, apply_pruning
 from tiny_models import FAMILIES, IMAGE_ID, VIDEO_ID, build_model, make_inputs
 
+pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
+
 ATTNS = ("sdpa", "eager")
 PRUNING_METHODS = [m for m in METHODS if m != "none"]
 NEW = 8

@@ -6,6 +6,8 @@ from SequentialPrune import PruneConfig, apply_pruning
 from SequentialPrune.attention import last_token_scores
 from tiny_models import FAMILIES, build_model, make_inputs
 
+pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
+
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
