@@ -89,3 +89,13 @@ def test_tag_names_every_setting_apart():
     assert PruneConfig("sequential", 0.75, 2).tag() == "sequential_r0.75_l2_s10"
     assert PruneConfig("fastv", 0.0, 2).tag() == "none"
     assert PruneConfig("sequential", 0.5, 2, cache_mode="recompute").tag().endswith("_recompute")
+
+
+def test_flops_ratio_at_llava_7b_dimensions():
+    # LLaVA-1.5-7B (d=4096, m=11008, 32 layers), 576 image + 40 text tokens, K=2, R=0.75
+    from SequentialPrune import prefill_flops
+    ratios = {}
+    for method in ("sequential", "fastv"):
+        per_layer = [40 + n for n in PruneConfig(method, 0.75, 2).tokens_per_layer(576, 32)]
+        ratios[method] = prefill_flops(per_layer, 616, 4096, 11008).ratio
+    assert round(ratios["sequential"], 3) == 0.407 and round(ratios["fastv"], 3) == 0.336
