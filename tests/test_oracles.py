@@ -121,3 +121,20 @@ def test_recompute_mode_equals_reference_without_cache(family):
             ref_seq, ref_logits = greedy(model, inputs, use_cache=False)
     assert torch.equal(seq, ref_seq)
     assert (logits - ref_logits).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_video_tokens_are_pruned_like_image_tokens(family):
+    from tiny_models import make_video_inputs
+    model = build_model(family)
+    inputs = make_video_inputs(family)
+    cfg = PruneConfig("sequential", 0.75, 2)
+    with torch.no_grad():
+        with apply_pruning(model, cfg) as pruner:
+            last = model(**inputs).logits[:, -1]
+        assert pruner.stats.image_tokens_per_layer == cfg.tokens_per_layer(32, 12)
+        with masked_reference(model, cfg.plan(32), [IMAGE_ID, VIDEO_ID]) as ref:
+            ref_last = model(**inputs).logits[:, -1]
+    for layer, kept in ref.kept_image_indices.items():
+        assert torch.equal(pruner.stats.kept_image_indices[layer], kept)
+    assert (last - ref_last).abs().max().item() < 1e-5

@@ -135,3 +135,15 @@ def split_row(inputs: dict, r: int, family: str, n_images: int = 1) -> dict:
         if "mm_token_type_ids" in inputs:
             out["mm_token_type_ids"] = inputs["mm_token_type_ids"][r:r + 1, keep]
     return out
+
+
+def make_video_inputs(family: str, seed: int = 0) -> dict:
+    """A Qwen prompt with one 4-frame 112x112 video: a 2x8x8 patch grid, merged into 32 video tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.tensor([[2, 10, 11, 12, VSTART_ID] + [VIDEO_ID] * 32 + [VEND_ID, 20, 21, 22, 23, 24]])
+    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+           "pixel_values_videos": torch.randn(128, 3 * 2 * 14 * 14, generator=g),
+           "video_grid_thw": torch.tensor([[2, 8, 8]])}
+    if _accepts_mm_token_type_ids(family):
+        out["mm_token_type_ids"] = 2 * (ids == VIDEO_ID).long()
+    return out
