@@ -281,15 +281,18 @@ class Pruner:
         s = s.masked_fill(~vis, float("-inf"))
         top = s.topk(keep_k, dim=1).indices
         keep = (~vis).scatter(1, top, True)
-        rel = keep.nonzero()[:, 1].view(b, -1)
+        # positions of the kept tokens in order, without a host sync: a stable sort puts them first
+        n_keep = n_cur - n_vis + keep_k
+        rel = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :n_keep]
         base = st.kept_abs if st.kept_abs is not None else \
             torch.arange(st.prompt_len, device=vis.device).expand(b, -1)
         st.kept_abs = base.gather(1, rel)
         st.visual = vis.gather(1, rel)
         st.n_visual = keep_k
         st.gathered.clear()
-        img = st.image_rank.gather(1, st.kept_abs)[st.visual].view(b, keep_k)
-        self.stats.kept_image_indices[i] = img.cpu()
+        vis_pos = torch.sort(st.visual.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :keep_k]
+        img = st.image_rank.gather(1, st.kept_abs.gather(1, vis_pos))
+        self.stats.kept_image_indices[i] = img
         return take(hidden, rel, 1)
 
     # -------------------------------------------------------- attention call
@@ -300,7 +303,7 @@ class Pruner:
         scaling = kwargs.get("scaling", getattr(module, "scaling", None))
         s = attn.last_token_scores(query, key, attention_mask, scaling)
         st.scores[i] = s
-        self.stats.scores[i] = s.detach().cpu()
+        self.stats.scores[i] = s.detach()
 
 
 def apply_pruning(model: torch.nn.Module, config: PruneConfig) -> Pruner:

@@ -17,7 +17,8 @@ class PruneStats:
     ``i``; ``kept_image_indices[i]`` gives, for each pruning layer ``i``, which
     image tokens (0..N-1 in prompt order) entered it; ``scores[i]`` is the
     last-token attention row computed at layer ``i`` (float32, over the tokens
-    present at that layer).
+    present at that layer). Tensors stay on the device where they were made (no
+    host sync during the forward); call ``.cpu()`` to inspect them.
     """
     num_layers: int
     hidden_size: int

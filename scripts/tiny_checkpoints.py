@@ -141,16 +141,22 @@ def tiny_qwen_tokenizer():
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"})
 
 
-def tiny_llava_config(*, image_size=112, num_layers=12, hidden_size=64, tokenizer=None):
-    """``LlavaConfig`` with a 2-layer CLIP tower (patch 14) and a tiny Llama."""
+def tiny_llava_config(*, image_size=112, num_layers=12, hidden_size=64, tokenizer=None,
+                      vision_hidden=32, vision_layers=2, vision_feature_layer=-2):
+    """``LlavaConfig`` with a small CLIP tower (patch 14) and a tiny Llama.
+
+    Defaults give the random-weight test tower (2 layers, hidden 32, features from the
+    second-to-last layer, like llava-1.5); the trained tiny model widens it.
+    """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     tok = tokenizer or tiny_llava_tokenizer()
     ids = tok.convert_tokens_to_ids
     heads = _heads(hidden_size)
     vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=image_size, patch_size=14, projection_dim=32)
+        hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_layers, num_attention_heads=max(2, vision_hidden // 32),
+        image_size=image_size, patch_size=14, projection_dim=vision_hidden)
     text = LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=heads,
@@ -159,7 +165,7 @@ def tiny_llava_config(*, image_size=112, num_layers=12, hidden_size=64, tokenize
     return LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=ids("<image>"),
         image_seq_length=(image_size // 14) ** 2, vision_feature_select_strategy="default",
-        vision_feature_layer=-2, tie_word_embeddings=False)
+        vision_feature_layer=vision_feature_layer, tie_word_embeddings=False)
 
 
 def _mrope_section(head_dim: int) -> list[int]:
@@ -256,6 +262,18 @@ def _finish(model, processor, out_dir, *, answer_letter, eos_ids, pad_id, bos_id
     return out
 
 
+def tiny_llava_processor(tokenizer=None, image_size=112):
+    """``LlavaProcessor`` (CLIP image processor, patch 14, LLaVA-1.5 chat template)."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer or tiny_llava_tokenizer(),
+        patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=LLAVA_CHAT_TEMPLATE)
+
+
 def build_tiny_llava(out_dir, *, image_size=112, num_layers=12, hidden_size=64, seed=0,
                      answer_letter="A") -> pathlib.Path:
     """Write a llava-hf style tiny checkpoint to ``out_dir``; return its path.
@@ -263,7 +281,7 @@ def build_tiny_llava(out_dir, *, image_size=112, num_layers=12, hidden_size=64, 
     ``image_size`` must be a multiple of 14; it gives ``(image_size/14)**2`` image tokens
     (64 at 112 px).  Greedy generation answers ``answer_letter`` then ``</s>``.
     """
-    from transformers import CLIPImageProcessor, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import LlavaForConditionalGeneration
 
     if image_size % 14:
         raise ValueError(f"image_size must be a multiple of 14, got {image_size}")
@@ -272,12 +290,7 @@ def build_tiny_llava(out_dir, *, image_size=112, num_layers=12, hidden_size=64, 
                                hidden_size=hidden_size, tokenizer=tok)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).to(torch.float32).eval()
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tok, patch_size=14,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=LLAVA_CHAT_TEMPLATE)
+    processor = tiny_llava_processor(tok, image_size)
     stamp = _stamp("llava", image_size, num_layers, hidden_size, seed, answer_letter)
     ids = tok.convert_tokens_to_ids
     return _finish(model, processor, out_dir, answer_letter=answer_letter,
