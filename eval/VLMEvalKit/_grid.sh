@@ -1,0 +1,81 @@
+# shellcheck shell=bash
+# The demo grid, shared by the demo_*.sh scripts: source this file, then call seqprune_grid.
+#
+# For one model it runs the unpruned baseline, then every METHOD x RATIO x LAYER
+# (Sequential Prune and the FastV baseline by default), keeps going when one run
+# fails, and ends with the table from scripts/collect_results.py. Runs already
+# complete are resumed, not redone (their results are reused under the same setting).
+#
+# Environment overrides (defaults in brackets):
+#   MODEL       our model name, set by each demo (llava_seqprune, qwen2vl_seqprune, ...)
+#   MODEL_PATH  hub id or local checkpoint directory [the model's hub id]
+#   DATA        datasets [DocVQA_VAL OCRBench]
+#   RATIOS      fractions of image tokens dropped [0.5 0.75 0.9]
+#   LAYERS      first pruned layer K [2 3 5]
+#   METHODS     pruning methods of the grid [sequential fastv]
+#   STEP        percentage points per layer of the stepwise methods (sequential, random) [10]
+#   WORK_DIR    output folder [<repo>/outputs/$MODEL]
+#   NPROC       processes; above 1 the runs go through torchrun --nproc-per-node=$NPROC [1]
+#   GPUS        CUDA_VISIBLE_DEVICES for the runs [unchanged]
+#   PYTHON      interpreter [$VENV/bin/python if it exists (VENV defaults to <repo>/.venv), else python3]
+#   TORCHRUN    multi-process launcher [torchrun beside $PYTHON, else $PYTHON -m torch.distributed.run]
+#   EXTRA_ARGS  more run.py flags, e.g. "--max-new-tokens 64 --attn-impl flash_attention_2"
+
+seqprune_grid() {
+    local here repo
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+    repo="$(cd "$here/../.." && pwd)"
+    if [ -z "${MODEL:-}" ]; then
+        echo "seqprune_grid: set MODEL (e.g. llava_seqprune)" >&2
+        return 2
+    fi
+    local -a data ratios layers methods extra launcher common failed=()
+    read -r -a data <<< "${DATA:-DocVQA_VAL OCRBench}"
+    read -r -a ratios <<< "${RATIOS:-0.5 0.75 0.9}"
+    read -r -a layers <<< "${LAYERS:-2 3 5}"
+    read -r -a methods <<< "${METHODS:-sequential fastv}"
+    read -r -a extra <<< "${EXTRA_ARGS:-}"
+    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL}" nproc="${NPROC:-1}" python="${PYTHON:-}" step="${STEP:-10}"
+    if [ -z "$python" ]; then
+        if [ -x "${VENV:-$repo/.venv}/bin/python" ]; then python="${VENV:-$repo/.venv}/bin/python"; else python=python3; fi
+    fi
+    if [ "$nproc" -gt 1 ]; then
+        local pydir
+        pydir="$(dirname "$(command -v "$python")")"
+        if [ -n "${TORCHRUN:-}" ]; then read -r -a launcher <<< "$TORCHRUN"
+        elif [ -x "$pydir/torchrun" ]; then launcher=("$pydir/torchrun")
+        else launcher=("$python" -m torch.distributed.run); fi
+        launcher+=("--nproc-per-node=$nproc")
+    else
+        launcher=("$python")
+    fi
+    if [ -n "${GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
+    common=(--data "${data[@]}" --model "$MODEL" --work-dir "$work_dir")
+    if [ -n "${MODEL_PATH:-}" ]; then common+=(--model-path "$MODEL_PATH"); fi
+
+    _seqprune_run() {
+        echo "=== $MODEL $* ($nproc process(es), work dir $work_dir)"
+        "${launcher[@]}" "$here/run.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} || failed+=("$*")
+    }
+    _seqprune_run --prune-method none
+    local m r k
+    for m in "${methods[@]}"; do
+        for r in "${ratios[@]}"; do
+            for k in "${layers[@]}"; do
+                if [ "$m" = sequential ] || [ "$m" = random ]; then
+                    _seqprune_run --prune-method "$m" --prune-ratio "$r" --prune-layer "$k" --prune-step "$step"
+                else
+                    _seqprune_run --prune-method "$m" --prune-ratio "$r" --prune-layer "$k"
+                fi
+            done
+        done
+    done
+
+    echo "=== summary"
+    "$python" "$repo/scripts/collect_results.py" "$work_dir" --models "$MODEL" --datasets "${data[@]}" \
+        --methods "${methods[@]}" --ratios "${ratios[@]}" --layers "${layers[@]}" --step "$step" || failed+=("collect_results")
+    if [ "${#failed[@]}" -gt 0 ]; then
+        printf 'FAILED: %s\n' "${failed[@]}" >&2
+        return 1
+    fi
+}

@@ -1,0 +1,221 @@
+"""Our command-line flags: parsing, the original research code's aliases, validation.
+
+``parse_flags(argv)`` takes our flags out of ``argv`` and returns an
+:class:`EvalSetting` plus the arguments left for VLMEvalKit's own parser. Every
+check here is static (no model, no vlmeval import), so a bad command fails in
+well under a second with a message, before anything loads.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from SequentialPrune import METHODS, PruneConfig
+
+ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
+CACHE_MODES = ("static", "recompute")
+# --register-dataset kinds; local_datasets.py maps them to vlmeval classes.
+DATASET_KINDS = ("mcq", "yn", "vqa")
+
+# Flags of the original research code that only meant something with --use-fast-v.
+LEGACY_NEED_USE_FAST_V = ("fast_v_inplace", "fast_v_sys_length", "fast_v_image_token_length",
+                          "fast_v_attention_rank", "fast_v_agg_layer", "fast_v_sequential_prune")
+
+
+class FlagError(ValueError):
+    """A bad or contradictory combination of flags."""
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """Everything our flags decide for one run (the pruning setting and how the model runs)."""
+    prune: PruneConfig
+    attn_impl: str = "sdpa"
+    model_path: Optional[str] = None
+    max_new_tokens: Optional[int] = None
+    min_pixels: Optional[int] = None
+    max_pixels: Optional[int] = None
+    # Lengths the original code took as flags; now detected and only compared.
+    expect_sys_length: Optional[int] = None
+    expect_image_tokens: Optional[int] = None
+    legacy_flags: bool = False
+    register_datasets: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["prune"] = self.prune.to_dict()
+        d["prune_tag"] = self.prune.tag()
+        d["register_datasets"] = [list(x) for x in self.register_datasets]
+        return d
+
+
+def _percent(text: str) -> float:
+    v = float(text)
+    if not (0 < v <= 100) or math.isnan(v):
+        raise argparse.ArgumentTypeError(f"must be in (0, 100] percentage points of the image tokens, got {text}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return v
+
+
+def _dataset_kind(text: str) -> Tuple[str, str]:
+    name, sep, kind = text.rpartition("=")
+    if not sep or not name or kind.lower() not in DATASET_KINDS:
+        raise argparse.ArgumentTypeError(f"expected NAME=KIND with KIND one of {DATASET_KINDS}, got {text!r}")
+    return name, kind.lower()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: otherwise --model would be taken as an abbreviation of --model-path.
+    p = argparse.ArgumentParser(
+        prog="run.py", allow_abbrev=False, add_help=False,
+        description="Sequential Prune flags; every other flag goes to VLMEvalKit's run.py.")
+    g = p.add_argument_group("pruning")
+    g.add_argument("--prune-method", choices=sorted(METHODS), default=None,
+                   help="pruning method (default: sequential, or what --use-fast-v implies)")
+    g.add_argument("--prune-ratio", type=float, default=None,
+                   help="fraction R of image tokens finally dropped, in [0, 1) (default 0.75)")
+    g.add_argument("--prune-layer", type=int, default=None,
+                   help="first decoder layer K that sees fewer tokens, >= 1 (default 2)")
+    g.add_argument("--prune-step", type=_percent, default=None,
+                   help="percentage points of N dropped per layer by stepwise methods (default 10)")
+    g.add_argument("--prune-seed", type=int, default=None, help="seed of the random scorer (random methods)")
+    g.add_argument("--cache-mode", choices=CACHE_MODES, default=None,
+                   help="static: prune at prefill, decode on the pruned KV cache (default); "
+                        "recompute: no KV cache, re-select at every generated token (the original inplace code)")
+    m = p.add_argument_group("model")
+    m.add_argument("--attn-impl", choices=ATTN_IMPLS, default="sdpa", help="attention implementation (default sdpa)")
+    m.add_argument("--model-path", default=None, help="hub id or local checkpoint directory (offline use)")
+    m.add_argument("--max-new-tokens", type=_positive_int, default=None,
+                   help="override the generation length (default: VLMEvalKit's, 2048)")
+    m.add_argument("--min-pixels", type=_positive_int, default=None, help="Qwen models: min pixels per image")
+    m.add_argument("--max-pixels", type=_positive_int, default=None, help="Qwen models: max pixels per image")
+    m.add_argument("--register-dataset", type=_dataset_kind, action="append", default=[], metavar="NAME=KIND",
+                   help=f"use $LMUData/NAME.tsv as a local dataset of KIND {DATASET_KINDS} (repeatable)")
+    o = p.add_argument_group("original research code (aliases)")
+    o.add_argument("--use-fast-v", action="store_true", help="prune (FastV, or sequential with "
+                                                             "--fast-v-sequential-prune)")
+    o.add_argument("--fast-v-inplace", action="store_true",
+                   help="accepted: tokens are always removed in place here (see --cache-mode)")
+    o.add_argument("--fast-v-sys-length", type=int, default=None,
+                   help="checked against the tokens found before the first image token (warns on mismatch)")
+    o.add_argument("--fast-v-image-token-length", type=int, default=None,
+                   help="checked against the image tokens found (warns on mismatch)")
+    o.add_argument("--fast-v-attention-rank", type=float, default=None, help="= --prune-ratio")
+    o.add_argument("--fast-v-agg-layer", type=int, default=None, help="= --prune-layer")
+    o.add_argument("--fast-v-sequential-prune", action="store_true", help="= --prune-method sequential")
+    return p
+
+
+def _resolve_method(a) -> str:
+    if a.use_fast_v:
+        implied = "sequential" if a.fast_v_sequential_prune else "fastv"
+        if a.prune_method == "none":
+            raise FlagError("--use-fast-v turns pruning on, but --prune-method none turns it off; drop one")
+        if a.prune_method is not None and a.prune_method != implied:
+            how = "--use-fast-v --fast-v-sequential-prune" if a.fast_v_sequential_prune else "--use-fast-v"
+            raise FlagError(f"{how} means --prune-method {implied}, but --prune-method {a.prune_method} was given")
+        return implied
+    given = [f"--{k.replace('_', '-')}" for k in LEGACY_NEED_USE_FAST_V if getattr(a, k) not in (None, False)]
+    if given:
+        raise FlagError(f"{', '.join(given)} only take effect with --use-fast-v (as in the original code); "
+                        "add --use-fast-v, or use --prune-method/--prune-ratio/--prune-layer")
+    return a.prune_method or "sequential"
+
+
+def _merge(new, old, new_flag: str, old_flag: str):
+    """One value from a new flag and its original alias; both given must agree."""
+    if new is not None and old is not None and new != old:
+        raise FlagError(f"{old_flag} {old} contradicts {new_flag} {new}; give one of them")
+    return new if new is not None else old
+
+
+def _legacy_ratio(a) -> Optional[float]:
+    r = a.fast_v_attention_rank
+    if r is None:
+        return None
+    if not (0 <= r < 1):
+        hint = ""
+        if r >= 1 and float(r).is_integer() and a.fast_v_image_token_length:
+            hint = (f" (FastV's count of kept tokens {int(r)} of {a.fast_v_image_token_length} is ratio "
+                    f"{1 - r / a.fast_v_image_token_length:g})")
+        raise FlagError(f"--fast-v-attention-rank is the fraction of image tokens dropped and must be in [0, 1), "
+                        f"got {r:g}{hint}")
+    return r
+
+
+def _check_model_path(path: Optional[str]) -> None:
+    if path is None or os.path.isdir(os.path.expanduser(path)):
+        return
+    if path.startswith((".", "/", "~")) or not re.fullmatch(r"[\w.-]+/[\w.-]+", path):
+        raise FlagError(f"--model-path {path!r} is neither a local checkpoint directory nor a hub id (org/name)")
+
+
+def _setting(a) -> EvalSetting:
+    method = _resolve_method(a)
+    ratio = _merge(a.prune_ratio, _legacy_ratio(a), "--prune-ratio", "--fast-v-attention-rank")
+    layer = _merge(a.prune_layer, a.fast_v_agg_layer, "--prune-layer", "--fast-v-agg-layer")
+    schedule, scorer = METHODS[method]
+    if method == "none":
+        extra = [f for f, v in (("--prune-ratio", ratio), ("--prune-layer", layer), ("--prune-step", a.prune_step),
+                                ("--prune-seed", a.prune_seed), ("--cache-mode", a.cache_mode)) if v is not None]
+        if extra:
+            raise FlagError(f"{', '.join(extra)} have no effect with --prune-method none")
+    if a.prune_step is not None and schedule != "stepwise":
+        raise FlagError(f"--prune-step has no effect with --prune-method {method} (one-shot); "
+                        "it applies to sequential and random")
+    if a.prune_seed is not None and scorer != "random":
+        raise FlagError(f"--prune-seed has no effect with --prune-method {method}; it applies to random methods")
+    kw = dict(method=method, cache_mode=a.cache_mode or "static")
+    for key, val in (("ratio", ratio), ("layer", layer), ("seed", a.prune_seed)):
+        if val is not None:
+            kw[key] = val
+    if a.prune_step is not None:
+        kw["step"] = a.prune_step / 100.0  # the original counts percentage points; the core uses a fraction
+    try:
+        cfg = PruneConfig(**kw)
+    except ValueError as e:
+        raise FlagError(str(e)) from None
+    if not cfg.prunes and method != "none":
+        if cfg.cache_mode != "static":
+            raise FlagError("--cache-mode recompute has no effect when nothing is pruned (ratio 0)")
+        cfg = PruneConfig(method="none")  # ratio 0 is the unpruned model; share its name and files
+    if a.min_pixels and a.max_pixels and a.min_pixels > a.max_pixels:
+        raise FlagError(f"--min-pixels {a.min_pixels} is larger than --max-pixels {a.max_pixels}")
+    for flag, v in (("--fast-v-sys-length", a.fast_v_sys_length),
+                    ("--fast-v-image-token-length", a.fast_v_image_token_length)):
+        if v is not None and v < 0:
+            raise FlagError(f"{flag} must be >= 0, got {v}")
+    _check_model_path(a.model_path)
+    return EvalSetting(
+        prune=cfg, attn_impl=a.attn_impl, model_path=a.model_path, max_new_tokens=a.max_new_tokens,
+        min_pixels=a.min_pixels, max_pixels=a.max_pixels, expect_sys_length=a.fast_v_sys_length,
+        expect_image_tokens=a.fast_v_image_token_length, legacy_flags=bool(a.use_fast_v),
+        register_datasets=tuple(a.register_dataset))
+
+
+def parse_flags(argv: Sequence[str]) -> Tuple[EvalSetting, List[str], argparse.Namespace]:
+    """Split ``argv`` into our setting and VLMEvalKit's arguments; raise SystemExit(2) with a message on error."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(list(argv))
+    try:
+        setting = _setting(args)
+    except FlagError as e:
+        parser.error(str(e))
+    return setting, rest, args
+
+
+def explicit_flags(args: argparse.Namespace) -> List[str]:
+    """Our model flags given on the command line (refused when no model of ours runs)."""
+    defaults = build_parser().parse_args([])
+    return [f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+            if v != getattr(defaults, k) and k != "register_dataset"]  # datasets serve any model

@@ -1,0 +1,43 @@
+"""Local benchmark TSVs under names VLMEvalKit does not know (``--register-dataset NAME=KIND``).
+
+VLMEvalKit guesses a type for an unknown ``$LMUData/NAME.tsv`` (MCQ if it has A/B
+columns, otherwise a VQA set it cannot score) and has no Y/N guess. Adding the
+name to the class of KIND, with no URL and no md5, makes it load the local file
+offline with the right prompts and metric. Call this in every process.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Tuple
+
+KIND_CLASSES = {"mcq": "ImageMCQDataset", "yn": "ImageYORNDataset", "vqa": "ImageVQADataset"}
+
+
+def lmudata_root() -> Path:
+    from vlmeval.smp import LMUDataRoot
+    return Path(LMUDataRoot())
+
+
+def register_local_datasets(pairs: Iterable[Tuple[str, str]]) -> None:
+    """Register each (name, kind); the TSV must exist in LMUData."""
+    import vlmeval.dataset as ds
+
+    for name, kind in pairs:
+        tsv = lmudata_root() / f"{name}.tsv"
+        if not tsv.is_file():
+            raise FileNotFoundError(f"--register-dataset {name}={kind}: {tsv} does not exist "
+                                    f"(LMUData={os.environ.get('LMUData', '~/LMUData')})")
+        cls = getattr(ds, KIND_CLASSES[kind])
+        cls.DATASET_URL[name] = ""
+        cls.DATASET_MD5.pop(name, None)
+
+
+def dataset_known(name: str) -> bool:
+    """Whether VLMEvalKit can build ``name``: a supported name or a TSV in LMUData."""
+    from vlmeval.dataset import DATASET_CLASSES
+    from vlmeval.dataset.video_dataset_config import supported_video_datasets
+
+    if name in supported_video_datasets or any(name in c.supported_datasets() for c in DATASET_CLASSES):
+        return True
+    return (lmudata_root() / f"{name}.tsv").is_file()

@@ -1,0 +1,118 @@
+"""scripts/collect_results.py on hand-made work dirs: numbers, markers, efficiency ratios."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from SequentialPrune import PruneConfig
+from scripts import collect_results as cr
+
+DS = ["BenchA", "BenchB"]
+
+
+def make_run(work_dir: Path, cfg: PruneConfig, results=None, stats=(), files=(), model="llava_seqprune",
+             datasets=DS) -> Path:
+    """A run folder as run.py leaves it: setting, results, stats; ``files`` are extra empty files."""
+    run_dir = work_dir / f"{model}_{cfg.tag()}"
+    (run_dir / cr.STATS_DIR).mkdir(parents=True)
+    (run_dir / cr.SETTING_FILE).write_text(json.dumps({
+        "model_name": run_dir.name, "identity": {"model": model, "prune": cfg.to_dict()},
+        "launches": [{"datasets": list(datasets)}]}))
+    if results is not None:
+        (run_dir / cr.RESULTS_FILE).write_text(json.dumps(results))
+    lines = [json.dumps(dict(dataset=d, index=i, prefill_time_s=t, prefill_flops=f, prefill_flops_unpruned=fu,
+                             avg_image_tokens_per_layer=a)) for d, i, t, f, fu, a in stats]
+    (run_dir / cr.STATS_DIR / "all.rank0.jsonl").write_text("\n".join(lines) + "\n")
+    for name in files:
+        (run_dir / name.format(name=run_dir.name)).touch()
+    return run_dir
+
+
+def ok(v):
+    return {"metric": "Overall", "value": v, "problem": None}
+
+
+@pytest.fixture
+def work(tmp_path):
+    wd = tmp_path / "wd"
+    make_run(wd, PruneConfig("none"), {"BenchA": ok(80.0), "BenchB": ok(40.0)},
+             stats=[("BenchA", 0, 0.010, 100, 100, 64), ("BenchA", 1, 0.030, 100, 100, 64),
+                    ("BenchB", 0, 0.020, 100, 100, 64)])
+    make_run(wd, PruneConfig("sequential", 0.5, 2), {"BenchA": ok(60.0), "BenchB": ok(40.0)},
+             stats=[("BenchA", 0, 0.005, 60, 100, 40), ("BenchA", 1, 0.015, 60, 100, 40),
+                    ("BenchB", 0, 0.010, 80, 100, 44),
+                    ("BenchB", 0, 0.010, 70, 100, 42)])  # a re-generated sample: the last line counts
+    # Evaluation failed on one dataset, never evaluated the other.
+    make_run(wd, PruneConfig("fastv", 0.5, 2), {"BenchA": {"metric": None, "value": None, "problem": "failed: boom"}},
+             files=["{name}_BenchB.xlsx"])
+    # Interrupted: only a rank's partial pickle and some stats.
+    make_run(wd, PruneConfig("fastv", 0.5, 3), None, stats=[("BenchA", 0, 0.004, 50, 100, 32)],
+             files=["02_BenchA.pkl"])
+    return wd
+
+
+def rows_by(rows):
+    return {(r["method"], r["ratio"], r["layer"]): r for r in rows}
+
+
+def test_numbers_relative_scores_and_efficiency(work):
+    rows, cols = cr.build_table([work])
+    assert cols == DS
+    by = rows_by(rows)
+    base, seq = by[("none", 0.0, None)], by[("sequential", 0.5, 2)]
+    assert base["Average"] == pytest.approx(60.0) and base["% of unpruned"] == pytest.approx(100.0)
+    assert seq["Average"] == pytest.approx(50.0)
+    assert seq["% of unpruned"] == pytest.approx(100 * (60 / 80 + 40 / 40) / 2)  # mean of per-dataset ratios
+    assert seq["samples"] == 3
+    assert seq["avg image tokens/layer"] == pytest.approx((40 + 40 + 42) / 3)
+    assert seq["prefill FLOPs (x unpruned)"] == pytest.approx((60 + 60 + 70) / 300)
+    assert seq["prefill time ms"] == pytest.approx(10.0)
+    assert seq["prefill time (x unpruned)"] == pytest.approx(0.010 / 0.020)
+    assert seq["step %"] == pytest.approx(10) and seq["status"] == "ok"
+
+
+def test_failed_partial_and_unevaluated_are_marked_not_dropped(work):
+    by = rows_by(cr.build_table([work])[0])
+    failed = by[("fastv", 0.5, 2)]
+    assert failed["BenchA"] == "failed" and failed["BenchB"] == "no-eval"
+    assert failed["Average"] == "incomplete" and failed["% of unpruned"] is None
+    assert failed["status"] == "failed, no-eval"
+    partial = by[("fastv", 0.5, 3)]
+    assert partial["BenchA"] == "partial" and partial["BenchB"] == "missing"
+    assert partial["samples"] == 1 and partial["prefill time (x unpruned)"] == pytest.approx(0.004 / 0.010)
+
+
+def test_expected_grid_adds_missing_runs(work):
+    rows, _ = cr.build_table([work], ratios=[0.5, 0.9], layers=[2])
+    by = rows_by(rows)
+    assert len(rows) == 4 + 2  # the found runs, plus fastv and sequential at 0.9 (the rest exist)
+    for key in [("fastv", 0.9, 2), ("sequential", 0.9, 2)]:
+        assert by[key]["status"] == "missing run" and by[key]["BenchA"] == "missing"
+    assert by[("sequential", 0.5, 2)]["status"] == "ok"  # found runs are not duplicated
+
+
+def test_missing_dataset_column_and_outputs(work, tmp_path, capsys):
+    prefix = tmp_path / "out" / "table"
+    assert cr.main([str(work), "--datasets", "BenchA", "BenchB", "BenchC", "--out", str(prefix)]) == 0
+    md = prefix.with_suffix(".md").read_text()
+    assert "BenchC" in md and "| missing |" in md and "Markers:" in md
+    import pandas as pd
+    df = pd.read_csv(prefix.with_suffix(".csv"))
+    assert len(df) == 4 and set(df["BenchC"]) == {"missing"}
+    assert prefix.with_suffix(".xlsx").is_file()
+    assert "BenchC" in capsys.readouterr().out
+
+
+def test_no_baseline_means_no_relative_numbers(tmp_path):
+    make_run(tmp_path, PruneConfig("sequential", 0.75, 2), {"BenchA": ok(10.0), "BenchB": ok(20.0)},
+             stats=[("BenchA", 0, 0.01, 50, 100, 30)])
+    (row,), _ = cr.build_table([tmp_path])
+    assert row["% of unpruned"] is None and row["prefill time (x unpruned)"] is None
+    assert row["prefill FLOPs (x unpruned)"] == pytest.approx(0.5)  # needs no baseline run
+
+
+def test_ratios_without_layers_is_an_error(work):
+    with pytest.raises(SystemExit):
+        cr.main([str(work), "--ratios", "0.5"])
