@@ -1,0 +1,132 @@
+"""What the benchmark runs: the method registry and the grid of settings.
+
+Also adds the ``score_only`` method as an extension of the core library (no
+core change): it scores at every layer Sequential Prune would, and keeps every
+token, so its cost over ``none`` is the scoring overhead alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+from SequentialPrune import METHODS, SCHEDULES, PruneConfig, register_schedule
+
+
+def stepwise_scoreonly(n_image: int, cfg) -> Dict[int, int]:
+    """The stepwise schedule's layers, each keeping all N tokens: scores are computed, nothing is dropped."""
+    return {layer: n_image for layer in SCHEDULES["stepwise"](n_image, cfg)}
+
+
+def register_score_only() -> None:
+    """Add ``score_only`` to the core registries (idempotent).
+
+    Called when the benchmark runs rather than on import: the core's own tests
+    iterate over ``METHODS`` at collection time and must not see it.
+    """
+    register_schedule("stepwise_scoreonly")(stepwise_scoreonly)
+    METHODS["score_only"] = ("stepwise_scoreonly", "attention")
+
+
+@dataclass(frozen=True)
+class Method:
+    """How the benchmark runs one method."""
+    core: Optional[str]            # METHODS key; None = the stock model without hooks
+    doc: str
+    attn: Optional[str] = None     # forced text attention implementation
+    cache_mode: str = "static"
+    slow: bool = False             # repeats capped by --slow-repeats
+
+    @property
+    def takes_ratio(self) -> bool:
+        return self.core is not None
+
+
+BENCH_METHODS: Dict[str, Method] = {
+    "none": Method(None, "the stock model, no hooks: the unpruned baseline"),
+    "fastv": Method("fastv", "FastV: drop R of the image tokens before layer K"),
+    "sequential": Method("sequential", "Sequential Prune: drop a further `step` of N before each layer from K on"),
+    "score_only": Method("score_only", "computes every score Sequential Prune needs, drops nothing"),
+    "original": Method("sequential", "Sequential Prune run like the original code: eager attention, no KV "
+                       "cache, re-selection at every generated token", attn="eager", cache_mode="recompute",
+                       slow=True),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the benchmark: a method, an attention implementation and a pruning config."""
+    method: str
+    attn: str
+    config: Optional[PruneConfig] = None
+    budget: Optional[float] = None
+    status: str = "ok"       # ok | unreachable (budget) | invalid (does not fit the model)
+    note: str = ""
+
+    @property
+    def use_cache(self) -> bool:
+        return self.config is None or self.config.cache_mode == "static"
+
+    def tokens_per_layer(self, n_image: int, num_layers: int) -> List[int]:
+        """Planned image tokens entering each layer (the stock model keeps all)."""
+        if self.config is None:
+            return [n_image] * num_layers
+        return self.config.tokens_per_layer(n_image, num_layers)
+
+    def label(self) -> str:
+        c = self.config
+        base = self.method if c is None else f"{self.method} K={c.layer} R={c.ratio:g}"
+        if c is not None and c.schedule_name.startswith("stepwise"):
+            base += f" step={c.step:g}"
+        return base + (f" @{self.budget:g}" if self.budget is not None else "") + f" [{self.attn}]"
+
+
+def expand(methods: Sequence[str], attns: Sequence[str], ratios: Sequence[float], layers: Sequence[int],
+           step: float, budgets: Optional[Sequence[float]], n_image: int, num_layers: int) -> List[Setting]:
+    """The grid: per attention and method, each (K, R), or each (K, budget) when budgets are given."""
+    register_score_only()
+    out, seen = [], set()
+    for attn in attns:
+        for name in methods:
+            m = BENCH_METHODS[name]
+            a = m.attn or attn
+            for s in _method_settings(name, m, a, ratios, layers, step, budgets, n_image, num_layers):
+                key = (s.method, s.attn, s.config, s.budget)
+                if key not in seen:  # forced-attention methods would repeat per --attn
+                    seen.add(key)
+                    out.append(s)
+    return out
+
+
+def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_image, num_layers):
+    if not m.takes_ratio:
+        yield Setting(name, attn)
+        return
+    for k in layers:
+        if budgets:
+            for b in budgets:
+                yield _solve(name, m, attn, b, k, step, n_image, num_layers)
+            continue
+        for r in ratios:
+            try:
+                cfg = PruneConfig(m.core, ratio=r, layer=k, step=step, cache_mode=m.cache_mode)
+                cfg.check_model(num_layers)
+                yield Setting(name, attn, cfg)
+            except ValueError as e:
+                yield Setting(name, attn, _quiet_config(m, r, k, step), status="invalid", note=str(e))
+
+
+def _solve(name, m: Method, attn, budget, k, step, n_image, num_layers) -> Setting:
+    """``PruneConfig.for_budget``; a budget no R reaches is kept as an 'unreachable' row."""
+    try:
+        cfg = PruneConfig.for_budget(m.core, budget, n_image, num_layers, layer=k, step=step,
+                                     cache_mode=m.cache_mode)
+        return Setting(name, attn, cfg, budget=budget)
+    except ValueError as e:
+        return Setting(name, attn, _quiet_config(m, 0.0, k, step), budget=budget, status="unreachable", note=str(e))
+
+
+def _quiet_config(m: Method, r, k, step) -> Optional[PruneConfig]:
+    try:
+        return PruneConfig(m.core, ratio=r, layer=k, step=step, cache_mode=m.cache_mode)
+    except ValueError:
+        return None

@@ -1,0 +1,166 @@
+"""Benchmark presets: model configs at real (or CPU-sized) dimensions, random weights.
+
+A preset names a model config and a default input layout (images per prompt,
+image size). Models are built directly on the target device and dtype, so a
+13B random model never needs its weights twice in CPU memory; ``--model-path``
+loads real weights instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from transformers import (
+    AutoConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
+    Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
+)
+
+# model_type -> model class; the families the core library has adapters for.
+FAMILY_CLASSES: Dict[str, type] = {
+    "llava": LlavaForConditionalGeneration,
+    "llava_next": LlavaNextForConditionalGeneration,
+    "qwen2_vl": Qwen2VLForConditionalGeneration,
+    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model config plus its default input layout."""
+    name: str
+    config: Callable[[], object]           # builds the transformers config
+    tier: str                               # "tiny" (CI), "cpu" (CPU targets) or "gpu" (needs a GPU)
+    images: int = 1                         # images per prompt
+    image_size: Optional[Tuple[int, int]] = None  # (height, width) where the family has dynamic resolution
+    gpu_dtype: str = "bfloat16"             # dtype on GPU; CPU runs use float32
+    model_key: str = ""                     # presets with the same key share one built model
+
+    @property
+    def key(self) -> str:
+        return self.model_key or self.name
+
+
+PRESETS: Dict[str, Preset] = {}
+
+
+def register_preset(p: Preset) -> Preset:
+    PRESETS[p.name] = p
+    return p
+
+
+# ---------------------------------------------------------------- configs
+CLIP_L_336 = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                  num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
+# A narrow CLIP with the same 24x24 patch grid: the CPU presets time the decoder, not a 300M-parameter tower.
+CLIP_NARROW_336 = dict(CLIP_L_336, hidden_size=256, intermediate_size=1024, num_hidden_layers=2,
+                       num_attention_heads=4, projection_dim=256)
+VICUNA_7B = dict(model_type="llama", vocab_size=32064, hidden_size=4096, intermediate_size=11008,
+                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                 max_position_embeddings=4096, rms_norm_eps=1e-5, pad_token_id=32001)
+VICUNA_13B = dict(VICUNA_7B, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                  num_attention_heads=40, num_key_value_heads=40)
+# The "mid" decoder: LLaVA-1.5's layout and head_dim 128, narrowed so a 2-core CPU prefill takes seconds.
+MID_DECODER = dict(VICUNA_7B, hidden_size=1024, intermediate_size=2752, num_hidden_layers=16,
+                   num_attention_heads=8, num_key_value_heads=8)
+TINY_TEXT = dict(model_type="llama", vocab_size=160, hidden_size=64, intermediate_size=128, num_hidden_layers=12,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0)
+LLAVA_NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+
+
+def llava(vision: dict, text: dict, image_token_id: int = 32000, vision_feature_layer: int = -2):
+    return lambda: LlavaConfig(vision_config=dict(vision), text_config=dict(text), image_token_id=image_token_id,
+                               vision_feature_layer=vision_feature_layer, vision_feature_select_strategy="default",
+                               projector_hidden_act="gelu")
+
+
+def llava_next(vision: dict, text: dict, pinpoints, image_token_id: int = 32000):
+    return lambda: LlavaNextConfig(vision_config=dict(vision), text_config=dict(text), image_token_id=image_token_id,
+                                   vision_feature_layer=-2, vision_feature_select_strategy="default",
+                                   image_grid_pinpoints=pinpoints)
+
+
+def qwen2_vl(hidden: int, ffn: int, layers: int, heads: int, kv: int, vocab: int, vision: dict,
+             mrope=(16, 24, 24), tie: bool = False):
+    ids = {} if vocab > 151645 else dict(bos_token_id=2, eos_token_id=1, pad_token_id=0)  # tiny vocabularies
+    text = dict(ids, vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=32768,
+                rms_norm_eps=1e-6, tie_word_embeddings=tie,
+                rope_parameters={"rope_type": "default", "mrope_section": list(mrope), "rope_theta": 1e6})
+    special = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                   vision_end_token_id=151653) if vocab > 151655 else \
+        dict(image_token_id=vocab - 10, video_token_id=vocab - 9, vision_start_token_id=vocab - 8,
+             vision_end_token_id=vocab - 7)
+    return lambda: Qwen2VLConfig(text_config=dict(text), vision_config=dict(vision), tie_word_embeddings=tie,
+                                 **special, **ids)
+
+
+QWEN_VIT = dict(depth=32, embed_dim=1280, num_heads=16, mlp_ratio=4, patch_size=14, spatial_merge_size=2,
+                temporal_patch_size=2, in_channels=3)
+
+for p in (
+    # GPU presets: the published models' dimensions.
+    Preset("llava-1.5-7b", llava(CLIP_L_336, VICUNA_7B), "gpu"),
+    Preset("llava-1.5-13b", llava(CLIP_L_336, VICUNA_13B), "gpu"),
+    Preset("llava-next-7b", llava_next(CLIP_L_336, VICUNA_7B, LLAVA_NEXT_PINPOINTS), "gpu", image_size=(672, 672)),
+    Preset("qwen2-vl-2b", qwen2_vl(1536, 8960, 28, 12, 2, 151936, dict(QWEN_VIT, hidden_size=1536), tie=True),
+           "gpu", image_size=(448, 448)),
+    Preset("qwen2-vl-7b", qwen2_vl(3584, 18944, 28, 28, 4, 152064, dict(QWEN_VIT, hidden_size=3584)),
+           "gpu", image_size=(448, 448)),
+    # CPU presets: compute-bound prefill on 2 cores, fp32; 576 and 2,880 (5 x 576) image tokens.
+    Preset("cpu-mid-576", llava(CLIP_NARROW_336, MID_DECODER), "cpu", images=1, model_key="cpu-mid"),
+    Preset("cpu-mid-2880", llava(CLIP_NARROW_336, MID_DECODER), "cpu", images=5, model_key="cpu-mid"),
+    # Tiny presets: seconds in CI; 12 layers so K=2, R=0.9, 10% steps fits.
+    Preset("tiny-llava", llava(dict(CLIP_NARROW_336, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, image_size=112, projection_dim=32),
+                               TINY_TEXT, image_token_id=150, vision_feature_layer=-1), "tiny"),
+    Preset("tiny-llava-next", llava_next(dict(CLIP_NARROW_336, hidden_size=32, intermediate_size=64,
+                                              num_hidden_layers=2, num_attention_heads=2, image_size=56,
+                                              projection_dim=32),
+                                         TINY_TEXT, [[56, 112], [112, 56]], image_token_id=150),
+           "tiny", image_size=(112, 56)),
+    Preset("tiny-qwen2-vl", qwen2_vl(64, 128, 12, 4, 2, 160,
+                                     dict(QWEN_VIT, depth=1, embed_dim=32, num_heads=2, hidden_size=64),
+                                     mrope=(2, 3, 3)), "tiny", image_size=(112, 112)),
+):
+    register_preset(p)
+
+
+# ---------------------------------------------------------------- building
+def resolve_dtype(name: Optional[str], preset: Optional[Preset], device: torch.device) -> torch.dtype:
+    """Explicit ``--dtype``, else the preset's GPU dtype (bf16 for real weights) on CUDA, float32 elsewhere."""
+    if name:
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return getattr(torch, preset.gpu_dtype if preset is not None else "bfloat16")
+    return torch.float32
+
+
+def build_random(preset: Preset, device: torch.device, dtype: torch.dtype, attn: str, seed: int = 0):
+    """``preset``'s model with random weights, allocated and initialised on ``device`` in ``dtype``."""
+    cfg = preset.config()
+    cls = FAMILY_CLASSES[cfg.model_type]
+    torch.manual_seed(seed)
+    with torch.device(device):  # parameters are created on the device: no CPU copy of a 13B model
+        model = cls._from_config(cfg, dtype=dtype, attn_implementation=attn)
+    return _ready(model)
+
+
+def load_pretrained(path: str, device: torch.device, dtype: torch.dtype, attn: str):
+    """Real weights from a local folder or a hub id."""
+    cfg = AutoConfig.from_pretrained(path)
+    if cfg.model_type not in FAMILY_CLASSES:
+        raise ValueError(f"{path}: model_type {cfg.model_type!r} is not supported; "
+                         f"choose a model of {sorted(FAMILY_CLASSES)}")
+    model = FAMILY_CLASSES[cfg.model_type].from_pretrained(path, dtype=dtype, device_map=str(device),
+                                                           attn_implementation=attn)
+    return _ready(model)
+
+
+def _ready(model):
+    model.eval()
+    gc = model.generation_config
+    gc.do_sample = False
+    if gc.pad_token_id is None:  # silences generate's pad warning; batches here are never padded
+        gc.pad_token_id = 0
+    return model

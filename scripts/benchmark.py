@@ -1,0 +1,322 @@
+"""Benchmark visual-token pruning: speed, memory, KV cache and FLOPs of none / fastv / sequential / ...
+
+Builds full-size models from configs with random weights (or loads real ones with
+``--model-path``), feeds synthetic prompts with the real image-token layout, and
+times vision tower, prefill, decode and end-to-end generation for every method
+over a grid of ratios and layers (or equal budgets), interleaving the settings
+and repeating them. Writes ``<name>.json`` (every raw number), ``<name>.md``
+(tables and target checks) and ``<name>.png`` (prefill time vs image tokens).
+
+    python scripts/benchmark.py --preset cpu-mid-2880 --methods none fastv sequential score_only \\
+        --ratios 0.5 0.75 0.9 --layers 2 --repeats 3 --out outputs/bench
+    python scripts/benchmark.py --preset llava-1.5-7b --attn sdpa eager --budget 192 128 64
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from SequentialPrune import apply_pruning, prefill_flops  # noqa: E402
+from SequentialPrune.adapters import adapter_for  # noqa: E402
+from scripts.bench_inputs import make_layout  # noqa: E402
+from scripts.bench_measure import PeakMemory, Probe, Clock, expected_cache_bytes, measure_generate  # noqa: E402
+from scripts.bench_methods import BENCH_METHODS, Setting, expand  # noqa: E402
+from scripts.bench_presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402
+from scripts.bench_report import machine_info, markdown, plot, write_json  # noqa: E402
+from scripts.bench_targets import evaluate, paired_ratio  # noqa: E402
+
+METRICS = ("prefill_ms", "ttft_ms", "decode_ms_per_token", "decode_lm_ms", "e2e_ms", "vision_ms",
+           "peak_mem_bytes", "peak_mem_delta_bytes")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="presets: " + ", ".join(
+        f"{n} ({p.tier})" for n, p in PRESETS.items()), formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", nargs="+", default=["tiny-llava"], choices=sorted(PRESETS), metavar="PRESET",
+                    help="model presets with random weights (see the list below)")
+    ap.add_argument("--model-path", help="load real weights from this folder or hub id instead of a preset")
+    ap.add_argument("--methods", nargs="+", default=["none", "fastv", "sequential"], choices=list(BENCH_METHODS))
+    ap.add_argument("--ratios", nargs="+", type=float, default=[0.5, 0.75, 0.9], help="pruning ratios R")
+    ap.add_argument("--layers", nargs="+", type=int, default=[2], help="first pruned layers K")
+    ap.add_argument("--step", type=float, default=0.1, help="stepwise schedules' step (fraction of N)")
+    ap.add_argument("--budget", nargs="+", type=float,
+                    help="average image tokens per layer (absolute); solves R per method instead of --ratios")
+    ap.add_argument("--attn", nargs="+", default=["sdpa"], help="text attention: sdpa, eager, flash_attention_2")
+    ap.add_argument("--images", nargs="+", type=int, help="images per prompt (default: the preset's)")
+    ap.add_argument("--image-size", nargs="+", default=None, metavar="HxW",
+                    help="image sizes for dynamic-resolution families, e.g. 448x448 1344x1344")
+    ap.add_argument("--text-tokens", type=int, default=40, help="text tokens per prompt")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated (forced with min_new_tokens)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repetitions of each setting (medians)")
+    ap.add_argument("--slow-repeats", type=int, help="repetitions of slow methods (original); default --repeats")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up runs per setting (2 new tokens each)")
+    ap.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    ap.add_argument("--dtype", help="float32, bfloat16, float16 (default: the preset's on GPU, float32 on CPU)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="outputs/benchmark", help="output folder (outputs/ is git-ignored)")
+    ap.add_argument("--name", default="benchmark", help="output file stem")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--replot", nargs="+", metavar="JSON",
+                    help="measure nothing: redraw <out>/<name>.png from saved JSON files (all their panels)")
+    ap.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def _progress(disable: bool):
+    """A tqdm bar whose total grows block by block; a silent stand-in where tqdm is missing."""
+    try:
+        from tqdm import tqdm
+        return tqdm(total=0, disable=disable, desc="benchmark", unit="run", dynamic_ncols=True)
+    except ImportError:  # the GPU machine's env may lack tqdm
+        class _Null:
+            total = 0
+            def update(self, n=1): pass
+            def refresh(self): pass
+            def set_postfix_str(self, s): pass
+            def close(self): pass
+        return _Null()
+
+
+class Bench:
+    """One model on one device: runs settings on input layouts and turns runs into rows."""
+
+    def __init__(self, model, args, label: str, device: torch.device):
+        self.model, self.args, self.label, self.device = model, args, label, device
+        self.adapter = adapter_for(model)
+        self.text_cfg = self.adapter.text_config(model)
+        self.num_layers = len(self.adapter.layers(model))
+        self.clock = Clock(device)
+        self.probe = Probe(model, self.clock)
+        self.memory = PeakMemory(device)
+
+    def run(self, s: Setting, layout, new_tokens: int):
+        """One generate under ``s``; returns (measurement, pruner stats snapshot or None)."""
+        self.model.set_attn_implementation({self.adapter.text_config_key: s.attn})
+        if s.config is None:
+            return measure_generate(self.model, layout.inputs, new_tokens, True, self.probe, self.memory), None
+        with apply_pruning(self.model, s.config) as pruner:
+            m = measure_generate(self.model, layout.inputs, new_tokens, s.use_cache, self.probe, self.memory)
+            st = pruner.stats
+            snap = dict(st.to_dict(), flops_swiglu_ratio=st.flops("swiglu").ratio, score_layers=sorted(st.scores),
+                        kept_layers=sorted(st.kept_image_indices))
+        return m, snap
+
+    def block(self, layout, settings: List[Setting], bar) -> List[dict]:
+        """Warm up, then repeat every runnable setting in a rotating interleaved order."""
+        a = self.args
+        ok = [s for s in settings if s.status == "ok"]
+        reps = {s: (a.slow_repeats or a.repeats) if BENCH_METHODS[s.method].slow else a.repeats for s in ok}
+        runs: Dict[Setting, list] = {s: [] for s in ok}
+        snaps: Dict[Setting, dict] = {}
+        for s in ok:
+            for _ in range(a.warmup):
+                bar.set_postfix_str(f"warm-up {s.label()}")
+                self.run(s, layout, min(2, a.new_tokens))
+                bar.update()
+        for rep in range(max(reps.values(), default=0)):
+            order = ok[rep % len(ok):] + ok[:rep % len(ok)]
+            for s in order:
+                if rep >= reps[s]:
+                    continue
+                bar.set_postfix_str(f"rep {rep} {s.label()}")
+                m, snaps[s] = self.run(s, layout, a.new_tokens)
+                m.update(rep=rep, loadavg_1min=os.getloadavg()[0])
+                runs[s].append(m)
+                bar.update()
+        rows = [self.row(layout, s, runs.get(s, []), snaps.get(s)) for s in settings]
+        _relative_columns(rows)
+        return rows
+
+    def row(self, layout, s: Setting, runs: list, snap) -> dict:
+        """Every number of one setting: planned and achieved tokens, FLOPs, KV bytes, raw runs, medians."""
+        n, L, cfg = layout.n_image_tokens, self.num_layers, self.text_cfg
+        planned = s.tokens_per_layer(n, L) if s.status == "ok" else None
+        text = layout.seq_len - n
+        c = s.config
+        row = {
+            "preset": self.label, "block": f"{self.label}: {layout.describe()}", "images": layout.images,
+            "image_size": list(layout.image_size), "batch": self.args.batch, "n_image_tokens": n,
+            "seq_len": layout.seq_len, "num_layers": L, "method": s.method, "attn": s.attn, "label": s.label(),
+            "status": s.status, "note": s.note, "budget": s.budget, "config": c.to_dict() if c else None,
+            "layer": c.layer if c else None, "ratio": c.ratio if c else None,
+            "step": c.step if c and c.schedule_name.startswith("stepwise") else None,
+            "new_tokens": self.args.new_tokens, "runs": [{k: v for k, v in r.items() if k != "tokens"} for r in runs],
+            "tokens": runs[0]["tokens"] if runs else None,
+            "median": {k: _median([r[k] for r in runs]) for k in METRICS},
+            "avg_image_tokens_planned": sum(planned) / L if planned else None,
+            "image_tokens_per_layer": planned, "flops": None, "kv_bytes": None, "kv_bytes_expected": None,
+        }
+        if s.status != "ok":
+            return row
+        full = [text + k for k in planned]
+        f = prefill_flops(full, layout.seq_len, cfg.hidden_size, cfg.intermediate_size)
+        fs = prefill_flops(full, layout.seq_len, cfg.hidden_size, cfg.intermediate_size, "swiglu")
+        row["flops"] = {"pruned": f.pruned, "unpruned": f.unpruned, "ratio": f.ratio, "ratio_swiglu": fs.ratio,
+                        "formula": "fastv", "source": "planned"}
+        row["avg_image_tokens"] = row["avg_image_tokens_planned"]
+        if snap is not None:  # what the engine saw (the source of truth when a pruner ran)
+            row.update(pruner_stats=snap, avg_image_tokens=snap["avg_image_tokens_per_layer"],
+                       image_tokens_per_layer=snap["image_tokens_per_layer"])
+        if snap is not None and s.use_cache:  # recompute mode's stats describe its last, longer re-run
+            row["flops"].update(pruned=snap["prefill_flops"], unpruned=snap["prefill_flops_unpruned"],
+                                ratio=snap["prefill_flops_ratio"], ratio_swiglu=snap["flops_swiglu_ratio"],
+                                source="pruner.stats")
+        if runs and s.use_cache:
+            row["kv_bytes"] = runs[0]["kv_bytes"]
+            row["kv_bytes_expected"] = expected_cache_bytes(cfg, self.args.batch, full, self.model.dtype)
+        return row
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _relative_columns(rows: List[dict]) -> None:
+    """Prefill time over the stock model of the same attention, and that over the FLOPs ratio."""
+    for r in rows:
+        r["prefill_vs_none"] = r["time_over_flops"] = None
+        base = next((b for b in rows if b["method"] == "none" and b["attn"] == r["attn"] and b["runs"]), None)
+        if r["status"] == "ok" and r["runs"] and base is not None:
+            t = paired_ratio(r, base, "prefill_ms")
+            r["prefill_vs_none"] = t
+            r["time_over_flops"] = t / r["flops"]["ratio"] if t else None
+
+
+def _image_sizes(args, preset):
+    if args.image_size:
+        return [tuple(int(v) for v in s.lower().split("x")) for s in args.image_size]
+    return [preset.image_size if preset else None]
+
+
+def _check_attn(names, device) -> None:
+    from transformers.utils import is_flash_attn_2_available
+    ok = {"sdpa", "eager"} | ({"flash_attention_2"} if device.type == "cuda" and is_flash_attn_2_available() else set())
+    bad = [a for a in names if a not in ok]
+    if bad:
+        raise SystemExit(f"attention {bad} not available here; choose from {sorted(ok)}")
+
+
+def _blocks(args, device, release):
+    """(label, model, images, image size) per input block; presets sharing a model key share the instance.
+
+    ``release()`` is called before a new model is built, so two large models never coexist.
+    """
+    if args.model_path:  # the vision tower stays on sdpa; the text attention is set per run
+        model = load_pretrained(args.model_path, device, resolve_dtype(args.dtype, None, device), "sdpa")
+        for images in args.images or [1]:
+            for size in _image_sizes(args, None):
+                yield Path(args.model_path).name, model, images, size
+        return
+    built = {}
+    for name in args.preset:
+        p = PRESETS[name]
+        if p.tier == "gpu" and device.type != "cuda":
+            raise SystemExit(f"preset {name} has full-size dimensions and needs a GPU; on CPU use cpu-mid-576, "
+                             f"cpu-mid-2880 or a tiny-* preset")
+        if p.key not in built:
+            built.clear()
+            release()
+            built[p.key] = build_random(p, device, resolve_dtype(args.dtype, p, device), "sdpa", args.seed)
+        for images in args.images or [p.images]:
+            for size in _image_sizes(args, p):
+                yield name, built[p.key], images, size
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.replot:
+        return _replot(args)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    _check_attn(args.attn, device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, t_start, dtype = [], time.time(), None
+    bar = _progress(args.no_progress)
+    state = {"bench": None}
+
+    def release():
+        if state["bench"] is not None:
+            state["bench"].probe.remove()
+        state["bench"] = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    for label, model, images, size in _blocks(args, device, release):
+        if state["bench"] is None or state["bench"].model is not model:
+            release()
+            state["bench"] = Bench(model, args, label, device)
+        bench = state["bench"]
+        bench.label, dtype = label, model.dtype
+        layout = make_layout(model, images, size, args.text_tokens, args.batch, args.seed)
+        settings = expand(args.methods, args.attn, args.ratios, args.layers, args.step, args.budget,
+                          layout.n_image_tokens, bench.num_layers)
+        bar.total = (bar.total or 0) + _runs(settings, args)
+        bar.refresh()
+        rows += bench.block(layout, settings, bar)
+        del model, bench, layout  # let release() free the model before the next one is built
+    bar.close()
+    release()
+    for r in rows:
+        r["run"] = args.name
+    cmd = [Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))
+    report = {
+        "meta": {"command": "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in cmd[1:]),
+                 "argv": cmd, "args": vars(args), "machine": machine_info(device),
+                 "dtype": str(dtype).replace("torch.", ""), "new_tokens": args.new_tokens,
+                 "repeats": args.repeats, "slow_repeats": args.slow_repeats or args.repeats, "warmup": args.warmup,
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
+                 "wall_s": time.time() - t_start},
+        "rows": rows,
+    }
+    report["targets"] = evaluate(rows)
+    stem = out_dir / args.name
+    png = stem.with_suffix(".png")
+    report["plot"] = str(png) if not args.no_plot and plot(report, png) else None
+    write_json(report, stem.with_suffix(".json"))
+    stem.with_suffix(".md").write_text(markdown(report))
+    print(f"wrote {stem}.json, {stem}.md" + (f", {png}" if report["plot"] else ""))
+    return report
+
+
+def _replot(args) -> dict:
+    reports = [json.loads(Path(p).read_text()) for p in args.replot]
+    for path, rep in zip(args.replot, reports):  # panels are per run, so label rows with their file
+        for r in rep["rows"]:
+            r["run"] = Path(path).stem
+    merged = {"meta": reports[0]["meta"], "rows": [r for rep in reports for r in rep["rows"]]}
+    png = Path(args.out) / f"{args.name}.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    merged["plot"] = str(png) if plot(merged, png) else None
+    print(f"wrote {merged['plot']}")
+    return merged
+
+
+def _runs(settings, args) -> int:
+    ok = [s for s in settings if s.status == "ok"]
+    slow = sum(BENCH_METHODS[s.method].slow for s in ok)
+    return len(ok) * (args.warmup + args.repeats) + slow * ((args.slow_repeats or args.repeats) - args.repeats)
+
+
+if __name__ == "__main__":
+    main()
