@@ -16,9 +16,14 @@ Dataset names (``prefix`` defaults to ``SeqPruneTiny``):
 vlmeval only knows these names after :func:`register_synthetic_datasets` (call it in
 every process that builds or evaluates them).
 
+``write_shapes_benchmarks`` (``--shapes``, prefix ``SeqPruneShapes``) writes the benchmark
+of the trained ``checkpoints/tiny-shapes-llava``: only its shipped question types, from
+held-out scene seeds (``scripts/synthetic_scenes.py``).
+
 CLI::
 
     python scripts/synthetic_lmudata.py --root ~/LMUData --n 12
+    python scripts/synthetic_lmudata.py --root ~/LMUData --n 60 --shapes
 """
 
 from __future__ import annotations
@@ -26,22 +31,22 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import math
 import pathlib
 import random
 import sys
 
 import pandas as pd
-from PIL import Image, ImageDraw
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from scripts import synthetic_scenes as sc  # noqa: E402
+from scripts.synthetic_scenes import COLOURS, GRID, SHAPES  # noqa: E402,F401  (re-exported)
 
 # Dataset-name suffix per kind; the VQA one must contain "GQA" (see module docstring).
 SUFFIXES = {"MCQ": "_MCQ", "YN": "_YN", "VQA": "_GQA"}
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
-           "yellow": (240, 210, 20), "purple": (140, 50, 170), "orange": (250, 140, 20)}
-SHAPES = ("circle", "square", "triangle", "star")
-GRID = 4
-BACKGROUND = (235, 235, 235)
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
+# Scene seeds of write_shapes_benchmarks: held-out, and apart from the study's range.
+BENCH_SEED_OFFSET = 2_000_000
 
 
 def synthetic_dataset_names(prefix: str = "SeqPruneTiny") -> dict[str, str]:
@@ -49,45 +54,9 @@ def synthetic_dataset_names(prefix: str = "SeqPruneTiny") -> dict[str, str]:
     return {kind: prefix + suffix for kind, suffix in SUFFIXES.items()}
 
 
-def _random_scene(rng: random.Random) -> list[dict]:
-    """1-4 objects, each with a distinct shape and colour, in distinct grid cells.
-
-    Distinct shapes and colours keep "the circle" / "the red shape" unambiguous.
-    """
-    k = rng.randint(1, len(SHAPES))
-    shapes = rng.sample(SHAPES, k)
-    colours = rng.sample(sorted(COLOURS), k)
-    cells = rng.sample(range(GRID * GRID), k)
-    return [dict(shape=s, colour=c, cell=cell) for s, c, cell in zip(shapes, colours, cells)]
-
-
-def _draw(scene: list[dict], image_size: int) -> Image.Image:
-    img = Image.new("RGB", (image_size, image_size), BACKGROUND)
-    draw = ImageDraw.Draw(img)
-    cell = image_size / GRID
-    for obj in scene:
-        row, col = divmod(obj["cell"], GRID)
-        x0, y0 = col * cell + cell * 0.15, row * cell + cell * 0.15
-        x1, y1 = (col + 1) * cell - cell * 0.15, (row + 1) * cell - cell * 0.15
-        fill = COLOURS[obj["colour"]]
-        if obj["shape"] == "circle":
-            draw.ellipse([x0, y0, x1, y1], fill=fill)
-        elif obj["shape"] == "square":
-            draw.rectangle([x0, y0, x1, y1], fill=fill)
-        elif obj["shape"] == "triangle":
-            draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
-        else:  # five-pointed star
-            draw.polygon(_star_points((x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2), fill=fill)
-    return img
-
-
-def _star_points(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    pts = []
-    for i in range(10):
-        radius = r if i % 2 == 0 else r * 0.45
-        angle = -math.pi / 2 + i * math.pi / 5
-        pts.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
-    return pts
+# Scenes and drawing live in scripts/synthetic_scenes.py, shared with the trained model.
+_random_scene = sc.random_scene
+_draw = sc.draw_scene
 
 
 def _b64_png(img: Image.Image) -> str:
@@ -166,6 +135,43 @@ def write_synthetic_benchmarks(root, *, n=12, seed=1000, image_size=112,
     return paths
 
 
+def write_shapes_benchmarks(root, *, n=60, seed=0, image_size=112,
+                            prefix="SeqPruneShapes") -> dict[str, pathlib.Path]:
+    """Benchmarks for the trained ``checkpoints/tiny-shapes-llava``: only its shipped
+    question types (``synthetic_scenes.SHIPPED_TYPES``), cycled per kind.
+
+    Row ``i`` of the kind at position ``o`` (MCQ, YN, VQA) uses scene seed
+    ``HELD_OUT_SEED_START + BENCH_SEED_OFFSET + 10_000 * seed + o * n + i``: held out from
+    training and apart from ``tiny_study.py``'s seeds (needs ``3 * n <= 10_000``).  Kinds
+    without a shipped type (currently Y/N) are not written.
+    """
+    if 3 * n > 10_000:
+        raise ValueError(f"n must be <= 3333 so seed ranges do not overlap, got {n}")
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    columns = {"MCQ": ["index", "question", "A", "B", "C", "D", "answer", "image", "category"],
+               "YN": ["index", "question", "answer", "image", "category"],
+               "VQA": ["index", "question", "answer", "image", "category"]}
+    base = sc.HELD_OUT_SEED_START + BENCH_SEED_OFFSET + 10_000 * seed
+    paths = {}
+    for offset, (kind, name) in enumerate(synthetic_dataset_names(prefix).items()):
+        types = [t for t, k in sc.SHIPPED_TYPES.items() if k == kind]
+        if not types:  # no shipped type of this kind (Y/N): no dataset
+            continue
+        rows = []
+        for i in range(n):
+            rng = sc.scene_rng(base + offset * n + i)
+            scene = sc.random_scene(rng)
+            row = sc.make_question(rng, scene, types[i % len(types)])
+            row = {c: row[c] for c in columns[kind] if c in row}
+            row.update(index=i, image=_b64_png(sc.draw_scene(scene, image_size)))
+            rows.append(row)
+        path = root / f"{name}.tsv"
+        pd.DataFrame(rows, columns=columns[kind]).to_csv(path, sep="\t", index=False)
+        paths[name] = path
+    return paths
+
+
 def register_synthetic_datasets(names) -> None:
     """Make vlmeval treat ``names`` as local MCQ / Y/N / VQA datasets, offline.
 
@@ -191,10 +197,19 @@ def main(argv=None) -> int:
     parser.add_argument("--n", type=int, default=12, help="rows per dataset")
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--prefix", default="SeqPruneTiny")
+    parser.add_argument("--prefix", default=None,
+                        help="dataset-name prefix (default SeqPruneTiny, or SeqPruneShapes with --shapes)")
+    parser.add_argument("--shapes", action="store_true",
+                        help="benchmark of the trained tiny-shapes-llava (its shipped types only)")
     args = parser.parse_args(argv)
-    paths = write_synthetic_benchmarks(args.root, n=args.n, seed=args.seed,
-                                       image_size=args.image_size, prefix=args.prefix)
+    if args.shapes:
+        paths = write_shapes_benchmarks(args.root, n=args.n, seed=args.seed,
+                                        image_size=args.image_size,
+                                        prefix=args.prefix or "SeqPruneShapes")
+    else:
+        paths = write_synthetic_benchmarks(args.root, n=args.n, seed=args.seed,
+                                           image_size=args.image_size,
+                                           prefix=args.prefix or "SeqPruneTiny")
     for name, path in paths.items():
         print(f"{name}\t{path}")
     return 0

@@ -1,0 +1,175 @@
+"""Pruning study on the trained tiny shapes LLaVA: held-out accuracy per method, K and R.
+
+Direct evaluation with the core library: left-padded batches of held-out questions
+(every image gives the same 64 image tokens), ``apply_pruning`` with real token
+removal, greedy ``generate``, exact match of the one-word/letter answer.  Questions
+come from ``scripts/synthetic_scenes.py`` with scene seeds from ``HELD_OUT_SEED_START``
+(disjoint from the training seeds).
+
+CLI::
+
+    python scripts/tiny_study.py --n 1200 --threads 1 --json /tmp/study.json   # docs/tiny-model-study.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from SequentialPrune import PruneConfig, apply_pruning  # noqa: E402
+from scripts import synthetic_scenes as sc  # noqa: E402
+from scripts import tiny_checkpoints as tc  # noqa: E402
+from scripts.train_tiny_vlm import SYSTEM_PROMPT  # noqa: E402
+
+DEFAULT_CKPT = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-shapes-llava"
+METHODS = ("fastv", "sequential", "random", "random_oneshot")
+
+
+def build_inputs(processor, items, system=SYSTEM_PROMPT):
+    """Left-padded processor batch for ``(image, row)`` pairs, as the VLMEvalKit wrapper
+    prompts them (system prompt, image, then the prompt text)."""
+    texts, images = [], []
+    for image, row in items:
+        messages = [{"role": "user", "content": [{"type": "image"},
+                                                 {"type": "text", "text": row["prompt"]}]}]
+        if system:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+        images.append(image)
+    return processor(images=images, text=texts, padding=True, return_tensors="pt")
+
+
+def normalise(text: str) -> str:
+    return text.strip().strip(".").strip().lower()
+
+
+@torch.no_grad()
+def evaluate(processor, model, items, config: PruneConfig | None = None, batch=50):
+    """Per-item correctness and the average image tokens per layer (pruned runs)."""
+    correct, avgs = [], []
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        inputs = build_inputs(processor, chunk)
+        n = inputs["input_ids"].shape[1]
+        if config is None:
+            out = model.generate(**inputs, do_sample=False)
+        else:
+            with apply_pruning(model, config) as p:
+                out = model.generate(**inputs, do_sample=False)
+            avgs.append(p.stats.avg_image_tokens_per_layer)
+        texts = processor.tokenizer.batch_decode(out[:, n:], skip_special_tokens=True)
+        correct += [normalise(t) == normalise(row["answer"]) for t, (_, row) in zip(texts, chunk)]
+    avg = sum(avgs) / len(avgs) if avgs else float(model.config.image_seq_length)
+    return correct, avg
+
+
+def summarise(items, correct) -> dict:
+    """Accuracy overall and per question type, with binomial standard errors."""
+    def acc(flags):
+        p = sum(flags) / len(flags)
+        return dict(acc=p, se=math.sqrt(p * (1 - p) / len(flags)), n=len(flags))
+    out = {"all": acc(correct)}
+    for qtype in sc.QUESTION_TYPES:
+        flags = [c for c, (_, row) in zip(correct, items) if row["category"] == qtype]
+        if flags:
+            out[qtype] = acc(flags)
+    return out
+
+
+def settings(num_layers, n_image, layers=(2, 3), ratios=(0.5, 0.75, 0.9),
+             budgets=(0.5, 0.25)):
+    """(table, label, config) rows: the K x R grid, then equal-average-budget rows."""
+    rows = [("grid", "none", None)]
+    for k in layers:
+        for r in ratios:
+            for m in METHODS:
+                rows.append(("grid", f"{m} K={k} R={r}", PruneConfig(m, ratio=r, layer=k)))
+    for k in layers:
+        for frac in budgets:
+            for m in METHODS:
+                try:
+                    cfg = budget_config(m, frac * n_image, n_image, num_layers, k)
+                except ValueError as e:  # e.g. 25% of N at K=3: layers 0-2 alone use most of it
+                    print(f"skipped: {e}", file=sys.stderr)
+                    continue
+                step = f" step={cfg.step:g}" if cfg.schedule_name == "stepwise" else ""
+                rows.append(("budget", f"{m} K={k} avg={frac:g}N R={cfg.ratio:.3f}{step}", cfg))
+    return rows
+
+
+def budget_config(method, avg_tokens, n_image, num_layers, layer, steps=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)):
+    """``PruneConfig.for_budget`` at the paper's 10% step, or the smallest larger step
+    that reaches the budget (a low budget needs faster progressive pruning)."""
+    for step in steps:
+        try:
+            return PruneConfig.for_budget(method, avg_tokens, n_image, num_layers,
+                                          layer=layer, step=step)
+        except ValueError:
+            continue
+    raise ValueError(f"{method} at K={layer} cannot reach {avg_tokens} tokens per layer")
+
+
+def markdown(results) -> str:
+    types = [t for t in sc.QUESTION_TYPES if t in results[0]["summary"]]
+    head = "| setting | avg img tok/layer | all | " + " | ".join(types) + " |"
+    lines = [head, "|" + "---|" * (3 + len(types))]
+    for r in results:
+        s = r["summary"]
+        cells = [f"{s['all']['acc']:.3f} ± {s['all']['se']:.3f}"]
+        cells += [f"{s[t]['acc']:.3f}" if t in s else "-" for t in types]
+        lines.append(f"| {r['label']} | {r['avg_tokens']:.1f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    p.add_argument("--ckpt", default=str(DEFAULT_CKPT))
+    p.add_argument("--n", type=int, default=600, help="held-out questions (cycling the types)")
+    p.add_argument("--seed", type=int, default=sc.HELD_OUT_SEED_START, help="first scene seed")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--layers", type=int, nargs="+", default=[2, 3], help="K values")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75, 0.9])
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25],
+                   help="equal-budget rows: average image tokens per layer as a fraction of N")
+    p.add_argument("--types", nargs="+", default=list(sc.SHIPPED_TYPES),
+                   choices=list(sc.QUESTION_TYPES), help="question types (default: shipped)")
+    p.add_argument("--only-none", action="store_true", help="unpruned accuracy only")
+    p.add_argument("--json", help="write all results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    processor, model = tc.load_tiny(args.ckpt)
+    items = sc.held_out_questions(args.n, seed=args.seed, types=args.types)
+    n_image = model.config.image_seq_length
+    num_layers = model.config.text_config.num_hidden_layers
+    rows = settings(num_layers, n_image, tuple(args.layers), tuple(args.ratios),
+                    tuple(args.budgets))
+    if args.only_none:
+        rows = rows[:1]
+    results = []
+    for table, label, cfg in rows:
+        t0 = time.time()
+        correct, avg = evaluate(processor, model, items, cfg, args.batch)
+        results.append(dict(table=table, label=label, avg_tokens=avg,
+                             config=None if cfg is None else cfg.__dict__,
+                             summary=summarise(items, correct)))
+        print(f"{label}: acc {results[-1]['summary']['all']['acc']:.3f} "
+              f"avg tokens {avg:.1f} ({time.time() - t0:.0f}s)", flush=True)
+    for table in ("grid", "budget"):
+        chosen = [r for r in results if r["table"] == table or r["label"] == "none"]
+        if len(chosen) > 1 or table == "grid":
+            print(f"\n### {table}\n\n" + markdown(chosen))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
