@@ -79,9 +79,11 @@ def load(model_path: str, attn: str = "sdpa", device: str | None = None):
     return processor, model.to(device).eval()
 
 
-def answer(processor, model, image, question: str, max_new_tokens: int) -> Tuple[str, dict]:
+def answer(processor, model, image, question: str, max_new_tokens: int, system: str = "") -> Tuple[str, dict]:
     """Greedy answer and the processed inputs."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    if system:
+        messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(images=[image], text=[prompt], return_tensors="pt").to(model.device)
     with torch.no_grad():
@@ -91,7 +93,7 @@ def answer(processor, model, image, question: str, max_new_tokens: int) -> Tuple
 
 
 def render(model, processor, image, question: str, cfg: PruneConfig, out: Path,
-           max_new_tokens: int = 32) -> list:
+           max_new_tokens: int = 32, system: str = "") -> list:
     """Write the PNG; return the pruning layers drawn (one panel each)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -100,9 +102,9 @@ def render(model, processor, image, question: str, cfg: PruneConfig, out: Path,
     model_type = model.config.model_type
     if model_type not in GRIDS:
         raise ValueError(f"no image-grid drawing for model type {model_type!r}; supported: {sorted(GRIDS)}")
-    base_answer, inputs = answer(processor, model, image, question, max_new_tokens)
+    base_answer, inputs = answer(processor, model, image, question, max_new_tokens, system)
     with apply_pruning(model, cfg) as pruner:
-        pruned_answer, _ = answer(processor, model, image, question, max_new_tokens)
+        pruned_answer, _ = answer(processor, model, image, question, max_new_tokens, system)
     stats = pruner.stats
     shown, rows, cols = GRIDS[model_type](processor, inputs.to("cpu"), image)
     n = stats.n_image_tokens
@@ -147,6 +149,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the random scorer")
     p.add_argument("--attn-impl", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--system", default="", help="system prompt, if the model expects one (e.g. LLaVA's Vicuna prompt)")
     p.add_argument("--out", default="pruning.png")
     a = p.parse_args(argv)
     try:
@@ -155,7 +158,7 @@ def main(argv=None) -> int:
         p.error(str(e))
     processor, model = load(a.model_path, a.attn_impl)
     layers = render(model, processor, Image.open(a.image).convert("RGB"), a.question, cfg, Path(a.out),
-                    a.max_new_tokens)
+                    a.max_new_tokens, a.system)
     print(f"wrote {a.out}: {len(layers)} panels (layers {layers})")
     return 0
 
