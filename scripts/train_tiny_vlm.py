@@ -184,6 +184,7 @@ class Trainer:
         t = (step - a.warmup) / max(1, a.steps - a.warmup)
         return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
+    @torch.enable_grad()  # importing vlmeval turns autograd off process-wide; training must not depend on that
     def step(self, step, seeds, vision_only):
         a = self.args
         for g in self.opt.param_groups:
