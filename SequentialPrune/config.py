@@ -73,10 +73,6 @@ class PruneConfig:
         """``{layer: image tokens kept entering it}`` for N = ``n_image``."""
         return SCHEDULES[self.schedule_name](n_image, self)
 
-    def last_layer(self, n_image: int = 1000) -> int:
-        """The last layer where this setting prunes (K - 1 if it never prunes)."""
-        return max(self.plan(max(n_image, 1)) or {self.layer - 1: 0})
-
     def check_model(self, num_layers: int) -> None:
         """Raise if this setting cannot run on a decoder with ``num_layers`` layers."""
         if not self.prunes:

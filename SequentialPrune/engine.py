@@ -37,7 +37,6 @@ class _Pass:
     """State of one prefill and the decode steps that follow it."""
     plan: Dict[int, int]
     prompt_len: int
-    batch: int
     n_visual: int = 0                           # image tokens present now (same in every row)
     visual: Optional[torch.Tensor] = None       # (B, n_cur) visual flags of the tokens present now
     image_rank: Optional[torch.Tensor] = None   # (B, L) index of each token among the image tokens
@@ -49,6 +48,14 @@ class _Pass:
     visited: Set[int] = field(default_factory=set)
     cache: object = None
     decoding: bool = False
+
+
+def _true_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
+    """Per row, the positions of the ``count`` True entries of ``mask``, in order.
+
+    A stable sort puts them first without the host sync that ``nonzero`` needs.
+    """
+    return torch.sort(mask.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :count]
 
 
 class Pruner:
@@ -175,14 +182,16 @@ class Pruner:
                 raise ValueError("a pruned KV cache can only be extended one token at a time: chunked prefill, "
                                  "assisted/speculative decoding and multi-token continuation are not supported")
             st.decoding = True
+            st.gathered.clear()  # the decode mask is a new tensor at every step
+            return
+        if ours:  # an unpruned prefill (no image tokens): nothing to gather
+            st.decoding = True
             return
         lengths = {layer.get_seq_length() if hasattr(layer, "get_seq_length") else None for layer in pkv.layers}
-        if len(lengths) > 1 and not ours:
+        if len(lengths) > 1:
             raise ValueError("this KV cache was pruned by an earlier prefill that is no longer current "
                              "(a copied cache or another generate call); re-run the prompt")
-        self._state = st if ours else None
-        if st is not None:
-            st.decoding = True
+        self._state = None
 
     def _start_prefill(self, ids, visual, has_pixels, mask2d) -> None:
         cfg = self.config
@@ -201,7 +210,7 @@ class Pruner:
                 raise ValueError("right padding puts pad tokens last, but scores come from the last token: use "
                                  "left padding (processor.tokenizer.padding_side = 'left')")
         plan = cfg.plan(n) if (cfg.prunes and n > 0) else {}
-        st = _Pass(plan=plan, prompt_len=length, batch=b, n_visual=n)
+        st = _Pass(plan=plan, prompt_len=length, n_visual=n)
         if plan:
             st.visual = visual
             rank = torch.cumsum(visual.long(), dim=1) - 1
@@ -236,7 +245,11 @@ class Pruner:
             kept = st.layer_kept.get(i)
             mask = kwargs.get("attention_mask")
             if kept is not None and mask is not None:
-                kwargs["attention_mask"] = take(mask, decode_key_index(kept, st.prompt_len, mask.shape[-1]), -1)
+                # layers after the last pruning layer share one kept set: gather their mask once per step
+                tag = ("decode", id(mask), id(kept))
+                if tag not in st.gathered:
+                    st.gathered[tag] = take(mask, decode_key_index(kept, st.prompt_len, mask.shape[-1]), -1)
+                kwargs["attention_mask"] = st.gathered[tag]
             return args, kwargs
         st.visited.add(i)
         if not st.plan:
@@ -281,17 +294,14 @@ class Pruner:
         s = s.masked_fill(~vis, float("-inf"))
         top = s.topk(keep_k, dim=1).indices
         keep = (~vis).scatter(1, top, True)
-        # positions of the kept tokens in order, without a host sync: a stable sort puts them first
-        n_keep = n_cur - n_vis + keep_k
-        rel = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :n_keep]
+        rel = _true_positions(keep, n_cur - n_vis + keep_k)
         base = st.kept_abs if st.kept_abs is not None else \
             torch.arange(st.prompt_len, device=vis.device).expand(b, -1)
         st.kept_abs = base.gather(1, rel)
         st.visual = vis.gather(1, rel)
         st.n_visual = keep_k
         st.gathered.clear()
-        vis_pos = torch.sort(st.visual.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :keep_k]
-        img = st.image_rank.gather(1, st.kept_abs.gather(1, vis_pos))
+        img = st.image_rank.gather(1, st.kept_abs.gather(1, _true_positions(st.visual, keep_k)))
         self.stats.kept_image_indices[i] = img
         return take(hidden, rel, 1)
 
