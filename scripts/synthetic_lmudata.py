@@ -49,6 +49,18 @@ NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 BENCH_SEED_OFFSET = 2_000_000
 
 
+# TSV columns per kind (VLMEvalKit's MCQ / Y/N / VQA layouts).
+COLUMNS = {"MCQ": ["index", "question", "A", "B", "C", "D", "answer", "image", "category"],
+           "YN": ["index", "question", "answer", "image", "category"],
+           "VQA": ["index", "question", "answer", "image", "category"]}
+
+
+def _write_tsv(root: pathlib.Path, name: str, kind: str, rows: list[dict]) -> pathlib.Path:
+    path = root / f"{name}.tsv"
+    pd.DataFrame(rows, columns=COLUMNS[kind]).to_csv(path, sep="\t", index=False)
+    return path
+
+
 def synthetic_dataset_names(prefix: str = "SeqPruneTiny") -> dict[str, str]:
     """Map kind ("MCQ", "YN", "VQA") to the dataset name used for it."""
     return {kind: prefix + suffix for kind, suffix in SUFFIXES.items()}
@@ -112,9 +124,6 @@ def write_synthetic_benchmarks(root, *, n=12, seed=1000, image_size=112,
     """
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    columns = {"MCQ": ["index", "question", "A", "B", "C", "D", "answer", "image", "category"],
-               "YN": ["index", "question", "answer", "image", "category"],
-               "VQA": ["index", "question", "answer", "image", "category"]}
     paths = {}
     for offset, (kind, name) in enumerate(synthetic_dataset_names(prefix).items()):
         rng = random.Random(seed * 10 + offset)  # independent, reproducible stream per kind
@@ -129,9 +138,7 @@ def write_synthetic_benchmarks(root, *, n=12, seed=1000, image_size=112,
                 row = _vqa_row(rng, scene)
             row.update(index=i, image=_b64_png(_draw(scene, image_size)))
             rows.append(row)
-        path = root / f"{name}.tsv"
-        pd.DataFrame(rows, columns=columns[kind]).to_csv(path, sep="\t", index=False)
-        paths[name] = path
+        paths[name] = _write_tsv(root, name, kind, rows)
     return paths
 
 
@@ -149,9 +156,6 @@ def write_shapes_benchmarks(root, *, n=60, seed=0, image_size=112,
         raise ValueError(f"n must be <= 3333 so seed ranges do not overlap, got {n}")
     root = pathlib.Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    columns = {"MCQ": ["index", "question", "A", "B", "C", "D", "answer", "image", "category"],
-               "YN": ["index", "question", "answer", "image", "category"],
-               "VQA": ["index", "question", "answer", "image", "category"]}
     base = sc.HELD_OUT_SEED_START + BENCH_SEED_OFFSET + 10_000 * seed
     paths = {}
     for offset, (kind, name) in enumerate(synthetic_dataset_names(prefix).items()):
@@ -163,12 +167,10 @@ def write_shapes_benchmarks(root, *, n=60, seed=0, image_size=112,
             rng = sc.scene_rng(base + offset * n + i)
             scene = sc.random_scene(rng)
             row = sc.make_question(rng, scene, types[i % len(types)])
-            row = {c: row[c] for c in columns[kind] if c in row}
+            row = {c: row[c] for c in COLUMNS[kind] if c in row}
             row.update(index=i, image=_b64_png(sc.draw_scene(scene, image_size)))
             rows.append(row)
-        path = root / f"{name}.tsv"
-        pd.DataFrame(rows, columns=columns[kind]).to_csv(path, sep="\t", index=False)
-        paths[name] = path
+        paths[name] = _write_tsv(root, name, kind, rows)
     return paths
 
 

@@ -21,6 +21,15 @@
 #   TORCHRUN    multi-process launcher [torchrun beside $PYTHON, else $PYTHON -m torch.distributed.run]
 #   EXTRA_ARGS  more run.py flags, e.g. "--max-new-tokens 64 --attn-impl flash_attention_2"
 
+seqprune_python() {
+    # The interpreter for the runs: $PYTHON, else $VENV/bin/python (VENV defaults to <repo>/.venv), else python3.
+    local repo
+    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+    if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"
+    elif [ -x "${VENV:-$repo/.venv}/bin/python" ]; then echo "${VENV:-$repo/.venv}/bin/python"
+    else echo python3; fi
+}
+
 seqprune_grid() {
     local here repo
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -35,10 +44,8 @@ seqprune_grid() {
     read -r -a layers <<< "${LAYERS:-2 3 5}"
     read -r -a methods <<< "${METHODS:-sequential fastv}"
     read -r -a extra <<< "${EXTRA_ARGS:-}"
-    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL}" nproc="${NPROC:-1}" python="${PYTHON:-}" step="${STEP:-10}"
-    if [ -z "$python" ]; then
-        if [ -x "${VENV:-$repo/.venv}/bin/python" ]; then python="${VENV:-$repo/.venv}/bin/python"; else python=python3; fi
-    fi
+    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL}" nproc="${NPROC:-1}" python step="${STEP:-10}"
+    python="$(seqprune_python)"
     if [ "$nproc" -gt 1 ]; then
         local pydir
         pydir="$(dirname "$(command -v "$python")")"

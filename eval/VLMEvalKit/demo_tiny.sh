@@ -13,10 +13,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 work="${WORK_DIR:-$repo/outputs/demo_tiny}"
 n="${N:-40}"
-python="${PYTHON:-}"
-if [ -z "$python" ]; then
-    if [ -x "${VENV:-$repo/.venv}/bin/python" ]; then python="${VENV:-$repo/.venv}/bin/python"; else python=python3; fi
-fi
+source "$here/_grid.sh"
+python="$(seqprune_python)"
 export PYTHON="$python" OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 ckpt="${CKPT:-$repo/checkpoints/tiny-shapes-llava}"
 bench=(--prefix SeqPruneShapes --shapes)
@@ -40,5 +38,4 @@ done
 echo "=== checkpoint $ckpt; datasets ${names[*]} ($n rows each)"
 export MODEL=llava_seqprune MODEL_PATH="$ckpt" WORK_DIR="$work/runs" DATA="${names[*]}" EXTRA_ARGS="${extra[*]}"
 export METHODS="${METHODS:-fastv sequential random}" RATIOS="${RATIOS:-0.5 0.75 0.9}" LAYERS="${LAYERS:-2}"
-source "$here/_grid.sh"
 seqprune_grid
