@@ -6,16 +6,17 @@
 >>> pruner.stats.image_tokens_per_layer
 """
 from .adapters import ADAPTERS, FamilyAdapter, adapter_for, register_adapter
-from .config import METHODS, PruneConfig
+from .config import PruneConfig
 from .engine import Pruner, apply_pruning
 from .flops import FLOPS_FORMULAS, PrefillFlops, prefill_flops
-from .schedules import SCHEDULES, register_schedule
-from .scorers import SCORERS, Scorer, register_scorer
+from .methods import METHODS, Method, register_method
+from .schedules import SCHEDULES, Schedule, register_schedule
+from .scorers import SCORERS, Scorer, ScoreInputs, register_scorer
 from .stats import PruneStats
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "PruneConfig", "apply_pruning", "Pruner", "PruneStats", "PrefillFlops", "prefill_flops",
-    "METHODS", "SCHEDULES", "SCORERS", "ADAPTERS", "FLOPS_FORMULAS", "Scorer", "FamilyAdapter",
-    "register_schedule", "register_scorer", "register_adapter", "adapter_for",
+    "METHODS", "SCHEDULES", "SCORERS", "ADAPTERS", "FLOPS_FORMULAS", "Method", "Schedule", "Scorer", "ScoreInputs",
+    "FamilyAdapter", "register_method", "register_schedule", "register_scorer", "register_adapter", "adapter_for",
 ]

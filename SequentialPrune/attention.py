@@ -92,19 +92,32 @@ def last_row_validity(attention_mask: Optional[torch.Tensor], batch: int, kv_len
     return bias.expand(batch, kv_len)
 
 
-def last_token_scores(query: torch.Tensor, key: torch.Tensor, attention_mask, scaling: Optional[float]) -> torch.Tensor:
-    """softmax(q_last K^T * scaling + mask) in float32, averaged over query heads: (batch, kv_len).
+def last_token_scores(query: torch.Tensor, key: torch.Tensor, attention_mask, scaling: Optional[float],
+                      precision: str = "float32") -> torch.Tensor:
+    """The last query row's attention probabilities, averaged over query heads: (batch, kv_len).
 
-    Grouped-query attention is handled by folding the query heads onto their
-    key-value head instead of repeating the keys.
+    ``precision="float32"``: ``softmax(q_last K^T * scaling + mask)`` computed in
+    float32 (grouped-query attention is folded onto the key-value heads instead
+    of repeating the keys). ``precision="model"``: what eager attention in the
+    model's dtype gives, as the original research code ranked: logits in the
+    model's dtype, softmax in float32 cast back to it, mean over heads in it.
     """
     b, hq, _, d = query.shape
     hkv, kv_len = key.shape[1], key.shape[2]
     if scaling is None:
         scaling = d ** -0.5
+    bias = last_row_validity(attention_mask, b, kv_len)
+    if precision == "model":
+        dtype = query.dtype
+        k = key.repeat_interleave(hq // hkv, dim=1) if hq != hkv else key
+        logits = torch.matmul(query[:, :, -1:, :], k.transpose(2, 3)) * scaling
+        if bias is not None:
+            bias = bias.to(logits.device).clamp(min=torch.finfo(dtype).min).to(dtype)
+            logits = logits + bias[:, None, None, :]
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32).to(dtype)
+        return probs[:, :, 0, :].mean(dim=1)
     q = query[:, :, -1, :].float().reshape(b, hkv, hq // hkv, d)
     logits = torch.einsum("bgrd,bgkd->bgrk", q, key.float()) * scaling
-    bias = last_row_validity(attention_mask, b, kv_len)
     if bias is not None:
         logits = logits + bias.to(logits.device)[:, None, None, :]
     probs = torch.softmax(logits, dim=-1)

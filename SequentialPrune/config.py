@@ -1,68 +1,206 @@
 """The one object describing a pruning setting."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, Optional, Tuple
+from dataclasses import asdict, dataclass, fields, replace
+from functools import cached_property
+from typing import Any, Dict, Optional, Tuple
 
-from .schedules import SCHEDULES, tokens_per_layer
+from .methods import METHODS
+from .schedules import SCHEDULES, Schedule, tokens_per_layer
 from .scorers import SCORERS
 
-# method name -> (schedule, default scorer). New methods are one line here.
-METHODS: Dict[str, Tuple[str, str]] = {
-    "none": ("none", "attention"),
-    "fastv": ("oneshot", "attention"),
-    "sequential": ("stepwise", "attention"),
-    "random": ("stepwise", "random"),
-    "random_oneshot": ("oneshot", "random"),
-}
-
 CACHE_MODES = ("static", "recompute")
+SCORE_DTYPES = ("float32", "model")
+POSITIONS = ("original", "renumber")
+
+
+def _option_fields(cls) -> Tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name != "seed")
+
+
+def _layer0_ok(scorer_cls) -> bool:
+    return not scorer_cls.needs or getattr(scorer_cls, "allows_layer0", False)
+
+
+def _hashable(v):
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """A pruning setting.
+    """A pruning setting. Fields left ``None`` take the method's defaults (its paper's).
 
-    method: one of ``METHODS`` (none, fastv, sequential, random, random_oneshot).
-    ratio: R, the fraction of image tokens finally dropped, in [0, 1).
-    layer: K, the first decoder layer that sees fewer tokens (0-based, K >= 1).
-    step: the further fraction of N dropped per layer by stepwise schedules.
-    scorer: override the method's scorer (``attention`` or ``random``).
+    method: one of ``METHODS`` (none, fastv, sequential, random, random_oneshot,
+        pdrop, dart, divprune, spatial, custom).
+    ratio: R, the fraction of image tokens dropped by the end, in [0, 1]; 1
+        drops every image token.
+    layer: K, the first decoder layer that sees fewer tokens (0 = before the
+        decoder, for scorers that need no previous layer).
+    step: the further fraction of N dropped per layer (stepwise schedules only).
+    scorer: override the method's scorer (any of ``SCORERS``).
     seed: seed of the random scorer.
     cache_mode: ``static`` (prune at prefill, decode on the pruned KV cache) or
         ``recompute`` (no KV cache, re-select at every generated token).
+    score_dtype: ``float32`` ranks float32 attention probabilities; ``model``
+        casts them to the model's dtype and averages over heads in it, as the
+        original research code's eager attention did (attention scorers only).
+    positions: ``original`` (kept tokens keep their RoPE positions) or
+        ``renumber`` (contiguous after each drop, as PyramidDrop and DivPrune do);
+        None: the method's convention (see :meth:`effective_positions`).
+    options: the schedule's and the scorer's own fields, e.g.
+        ``{"stages": (8, 16, 24)}`` (pdrop), ``{"schedule": "2:0.5,6:0.3"}``
+        (custom), ``{"image_pivots": 4, "text_pivots": 4}`` (dart).
     """
     method: str = "sequential"
-    ratio: float = 0.75
-    layer: int = 2
-    step: float = 0.1
+    ratio: Optional[float] = None
+    layer: Optional[int] = None
+    step: Optional[float] = None
     scorer: Optional[str] = None
-    seed: int = 0
+    seed: Optional[int] = None
     cache_mode: str = "static"
+    score_dtype: Optional[str] = None
+    positions: Optional[str] = None
+    options: Any = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method {self.method!r}; choose from {sorted(METHODS)}")
-        if not (0.0 <= float(self.ratio) < 1.0):
-            raise ValueError(f"ratio must be in [0, 1), got {self.ratio} (it is the fraction of image tokens dropped)")
-        if isinstance(self.layer, bool) or int(self.layer) != self.layer or self.layer < 1:
-            raise ValueError(f"layer K must be an integer >= 1 (layer 0 has no previous layer to score with), got {self.layer}")
-        if not (self.step > 0):
-            raise ValueError(f"step must be > 0 (a fraction of the image tokens, e.g. 0.1), got {self.step}")
-        if self.step > 1:
-            raise ValueError(f"step is a fraction in (0, 1], got {self.step}; did you mean {self.step / 100}?")
+        spec = METHODS[self.method]
         if self.scorer is not None and self.scorer not in SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose from {sorted(SCORERS)}")
         if self.cache_mode not in CACHE_MODES:
             raise ValueError(f"cache_mode must be one of {CACHE_MODES}, got {self.cache_mode!r}")
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen: resolve in place)
+        sched_cls, scorer_cls = SCHEDULES[spec.schedule], SCORERS[self.scorer or spec.scorer]
+        sched, opts = self._resolve_options(spec, sched_cls, scorer_cls)
+        set_("options", opts)
+        self._resolve_ratio(spec, sched)
+        if spec.schedule == "none":
+            for k in ("layer", "step", "seed", "score_dtype", "positions"):
+                if getattr(self, k) is not None:
+                    raise ValueError(f"{k} has no effect with method 'none' (the unpruned model)")
+            return
+        self._resolve_layer(spec, sched)
+        self._resolve_generic("step", sched_cls.uses_step, spec.defaults.get("step", 0.1),
+                              f"the {spec.schedule} schedule of {self.method} has no step (stepwise schedules do)")
+        scorer_name = self.scorer or spec.scorer
+        self._resolve_generic("seed", scorer_cls.uses_seed, 0, f"the {scorer_name} scorer is not random")
+        self._resolve_generic("score_dtype", scorer_cls.uses_score_dtype, "float32",
+                              f"the {scorer_name} scorer uses no attention probabilities")
+        if self.positions is not None and self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.step is not None and not (0 < self.step <= 1):
+            raise ValueError(f"step is a fraction in (0, 1] (e.g. 0.1), got {self.step}"
+                             + (f"; did you mean {self.step / 100}?" if self.step > 1 else ""))
+        if self.seed is not None and (isinstance(self.seed, bool) or int(self.seed) != self.seed):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.score_dtype is not None and self.score_dtype not in SCORE_DTYPES:
+            raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}, got {self.score_dtype!r}")
+        first = sched.first_layer(self.layer)
+        if first == 0 and self.prunes and not _layer0_ok(scorer_cls):
+            need = " and ".join(sorted(scorer_cls.needs))
+            raise ValueError(f"layer 0 has no previous layer, and the {scorer_name} scorer ranks tokens by the "
+                             f"previous layer's {need}: use a layer >= 1, or a scorer that needs no previous layer "
+                             f"({', '.join(sorted(s for s, c in SCORERS.items() if _layer0_ok(c)))})")
+
+    # ------------------------------------------------------------ resolution
+    def _resolve_options(self, spec, sched_cls, scorer_cls):
+        given = dict(self.options or {})
+        sched_keys, scorer_keys = _option_fields(sched_cls), _option_fields(scorer_cls)
+        unknown = sorted(set(given) - set(sched_keys) - set(scorer_keys))
+        if unknown:
+            valid = sorted(set(sched_keys) | set(scorer_keys))
+            raise ValueError(f"unknown option(s) {unknown} for method {self.method} (schedule {spec.schedule}, "
+                             f"scorer {scorer_cls.name}); valid: {valid or 'none'}")
+        defaults = dict(spec.defaults.get("options", {}))
+        pick = lambda keys: {k: given[k] if k in given else defaults[k] for k in keys if k in given or k in defaults}  # noqa
+        sched = sched_cls(**pick(sched_keys))
+        scorer = scorer_cls(**pick(scorer_keys))
+        resolved = {k: getattr(sched, k) for k in sched_keys}
+        resolved.update({k: getattr(scorer, k) for k in scorer_keys})
+        return sched, _hashable(resolved)
+
+    def _resolve_ratio(self, spec, sched: Schedule) -> None:
+        r = self.ratio
+        if r is None:
+            r = spec.defaults.get("ratio", sched.default_ratio())
+        if r is None:
+            raise ValueError(f"method {self.method} needs a ratio")
+        if isinstance(r, bool) or not (0.0 <= float(r) <= 1.0):
+            raise ValueError(f"ratio must be in [0, 1] (the fraction of image tokens dropped), got {r}")
+        if spec.schedule == "none" and r != 0:
+            raise ValueError(f"method 'none' prunes nothing, but ratio {r} was given; choose a pruning method")
+        object.__setattr__(self, "ratio", float(r))
+
+    def _resolve_layer(self, spec, sched: Schedule) -> None:
+        if not sched.uses_layer:
+            first = sched.first_layer(None)
+            if self.layer is not None and self.layer != first:
+                raise ValueError(f"the first pruning layer of {self.method} is set by its options "
+                                 f"({dict(self.options)}), which give {first}; got layer={self.layer}")
+            object.__setattr__(self, "layer", first)
+        elif self.layer is None:
+            object.__setattr__(self, "layer", spec.defaults.get("layer", 2))
+        k = self.layer
+        if isinstance(k, bool) or int(k) != k or k < 0:
+            raise ValueError(f"layer K must be an integer >= 0, got {k}")
+        object.__setattr__(self, "layer", int(k))
+
+    def _resolve_generic(self, name: str, applies: bool, default, why_not: str) -> None:
+        if not applies:
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} has no effect with method {self.method}: {why_not}")
+            return
+        if getattr(self, name) is None:
+            object.__setattr__(self, name, default)
+
+    # ------------------------------------------------------------ the setting
+    @property
+    def spec(self):
+        return METHODS[self.method]
 
     @property
     def schedule_name(self) -> str:
-        return METHODS[self.method][0]
+        return self.spec.schedule
 
     @property
     def scorer_name(self) -> str:
-        return self.scorer or METHODS[self.method][1]
+        return self.scorer or self.spec.scorer
+
+    @property
+    def options_dict(self) -> Dict[str, Any]:
+        return dict(self.options)
+
+    @cached_property
+    def schedule_obj(self) -> Schedule:
+        cls = SCHEDULES[self.schedule_name]
+        return cls(**{k: v for k, v in self.options if k in _option_fields(cls)})
+
+    def make_scorer(self):
+        """A fresh scorer instance with this setting's options and seed."""
+        cls = SCORERS[self.scorer_name]
+        kw = {k: v for k, v in self.options if k in _option_fields(cls)}
+        if cls.uses_seed:
+            kw["seed"] = self.seed
+        return cls(**kw)
+
+    def effective_positions(self, mrope: bool) -> Optional[str]:
+        """The positions convention on a model with (``mrope``) or without 3-D M-RoPE.
+
+        Renumbering is defined for 1-D RoPE; where the method's convention is to
+        renumber and the model has M-RoPE, it keeps the original positions (an
+        explicit ``positions="renumber"`` is refused by the pruner instead).
+        """
+        if not self.prunes:
+            return None
+        if self.positions is not None:
+            return self.positions
+        default = self.spec.defaults.get("positions", "original")
+        return "original" if mrope else default
 
     @property
     def prunes(self) -> bool:
@@ -71,7 +209,9 @@ class PruneConfig:
 
     def plan(self, n_image: int) -> Dict[int, int]:
         """``{layer: image tokens kept entering it}`` for N = ``n_image``."""
-        return SCHEDULES[self.schedule_name](n_image, self)
+        if not self.prunes:
+            return {}
+        return self.schedule_obj.plan(n_image, self.ratio, self.layer, self.step)
 
     def check_model(self, num_layers: int) -> None:
         """Raise if this setting cannot run on a decoder with ``num_layers`` layers."""
@@ -82,9 +222,17 @@ class PruneConfig:
         last = max(self.plan(10_000))
         if last >= num_layers:
             raise ValueError(
-                f"the {self.method} schedule (ratio {self.ratio}, layer {self.layer}, step {self.step}) prunes up to "
-                f"layer {last}, but the decoder has only {num_layers} layers (0..{num_layers - 1}); "
-                f"lower the ratio or the layer, or raise the step")
+                f"the {self.method} schedule ({self.describe()}) prunes up to layer {last}, but the decoder has "
+                f"only {num_layers} layers (0..{num_layers - 1}); lower the ratio or the layer, or raise the step")
+
+    def describe(self) -> str:
+        parts = [f"ratio {self.ratio:g}"]
+        if self.schedule_obj.uses_layer:
+            parts.append(f"layer {self.layer}")
+        if self.step is not None:
+            parts.append(f"step {self.step:g}")
+        parts += [f"{k} {v}" for k, v in self.options]
+        return ", ".join(parts)
 
     def tokens_per_layer(self, n_image: int, num_layers: int) -> list[int]:
         """Image tokens entering each of ``num_layers`` layers."""
@@ -95,39 +243,76 @@ class PruneConfig:
         return sum(self.tokens_per_layer(n_image, num_layers)) / num_layers
 
     def to_dict(self) -> dict:
-        """Every field plus the resolved schedule and scorer, for logs and result files."""
+        """Every field (resolved) plus the schedule and scorer names, for logs and result files."""
         d = asdict(self)
+        d["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}
         d.update(schedule=self.schedule_name, scorer=self.scorer_name)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PruneConfig":
+        """The config a :meth:`to_dict` came from (unknown keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names and v is not None}
+        if kw.get("scorer") == METHODS.get(kw.get("method"), METHODS["sequential"]).scorer:
+            kw.pop("scorer")
+        return cls(**kw)
 
     def tag(self) -> str:
         """A short, file-name-safe name for this setting, e.g. ``sequential_r0.75_l2_s10``."""
         if not self.prunes:
             return "none"
-        t = f"{self.method}_r{self.ratio:g}_l{self.layer}"
-        if self.schedule_name == "stepwise":
+        spec = self.spec
+        t = self.method
+        if self.schedule_name == "custom":
+            t += "_" + "_".join(f"{k}k{f:g}" for k, f in self.options_dict["schedule"])
+            if self.ratio != self.schedule_obj.default_ratio():
+                t += f"_r{self.ratio:g}"
+        else:
+            t += f"_r{self.ratio:g}"
+        if self.schedule_obj.uses_layer:
+            t += f"_l{self.layer}"
+        if self.step is not None:
             t += f"_s{self.step * 100:g}"
-        if self.scorer is not None and self.scorer != METHODS[self.method][1]:
+        defaults = dict(_hashable(spec.defaults.get("options", {})))
+        for k, v in self.options:
+            if k == "schedule" or defaults.get(k, self._field_default(k)) == v:
+                continue
+            t += f"_{k}" + ("-".join(str(x) for x in v) if isinstance(v, tuple) else f"{v}")
+        if self.scorer is not None and self.scorer != spec.scorer:
             t += f"_{self.scorer}"
-        if self.scorer_name == "random":
+        if self.seed is not None:
             t += f"_seed{self.seed}"
+        if self.positions is not None and self.positions != spec.defaults.get("positions", "original"):
+            t += f"_pos{self.positions}"
+        if self.score_dtype not in (None, "float32"):
+            t += f"_score{self.score_dtype}"
         if self.cache_mode != "static":
             t += f"_{self.cache_mode}"
         return t
 
+    def _field_default(self, key: str):
+        for cls in (SCHEDULES[self.schedule_name], SCORERS[self.scorer_name]):
+            for f in fields(cls):
+                if f.name == key:
+                    return _hashable(f.default)
+        return None
+
     @classmethod
     def for_budget(cls, method: str, avg_image_tokens: float, n_image: int, num_layers: int,
-                   layer: int = 2, step: float = 0.1, resolution: float = 1e-4, **kw) -> "PruneConfig":
+                   resolution: float = 1e-4, **kw) -> "PruneConfig":
         """Solve the ratio R so that the average image tokens per layer is as close as
-        possible to ``avg_image_tokens`` (not above it when reachable), for N = ``n_image``."""
+        possible to ``avg_image_tokens`` (not above it when reachable), for N = ``n_image``.
+        ``kw`` are the other fields (layer, step, options, ...), fixed while R varies."""
         if not (0 < avg_image_tokens <= n_image):
             raise ValueError(f"avg_image_tokens must be in (0, {n_image}], got {avg_image_tokens}")
+        kw.pop("ratio", None)
+        cls(method=method, **kw)  # invalid fixed fields fail here, with their own message
         best = None
-        steps = int(round(1 / resolution))
-        for i in range(steps):
+        for i in range(int(round(1 / resolution)) + 1):
             r = round(i * resolution, 10)
             try:
-                c = cls(method=method, ratio=r, layer=layer, step=step, **kw)
+                c = cls(method=method, ratio=r, **kw)
                 c.check_model(num_layers)
             except ValueError:
                 continue
@@ -139,8 +324,8 @@ class PruneConfig:
         if best is None or best[0][0]:
             reach = None if best is None else best[1].average_image_tokens(n_image, num_layers)
             raise ValueError(
-                f"no {method} setting at layer {layer}, step {step} reaches an average of {avg_image_tokens} image "
-                f"tokens per layer over {num_layers} layers (closest: {reach}); lower the layer K")
+                f"no {method} setting with {kw or 'its defaults'} reaches an average of {avg_image_tokens} image "
+                f"tokens per layer over {num_layers} layers (closest: {reach}); prune earlier (a lower layer)")
         return best[1]
 
     def replace(self, **changes) -> "PruneConfig":

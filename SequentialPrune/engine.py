@@ -7,28 +7,33 @@ How it works, in one place:
 - at a prefill, the config's schedule says how many image tokens enter each
   layer; a pre-hook on each decoder layer shrinks the hidden states to the kept
   tokens and hands the layer gathered copies of the mask, position ids and
-  RoPE cos/sin (kept tokens keep their original positions);
-- the scorer picks which image tokens stay, from the last-token attention of
-  the previous layer, which the attention wrapper (see ``attention.py``)
-  computes from the query/key states the stock attention function receives;
+  RoPE cos/sin (kept tokens keep their original positions, or are renumbered
+  contiguously, as the setting says);
+- the scorer picks which image tokens stay. What it reads of the previous
+  layer (its last-token attention, its keys) the attention wrapper (see
+  ``attention.py``) captures from the states the stock attention function
+  receives; a scorer of the pruning layer's own attention gets a "probe" that
+  runs that layer's attention module on the tokens present;
 - at decode steps, each pruned layer's cache holds only its kept tokens, so the
-  full-length mask is gathered to the key positions that layer holds.
+  full-length mask is gathered to the key positions that layer holds. When
+  layer 0 itself is pruned (K = 0), the 2-D padding mask is gathered to layer
+  0's tokens on the way into the text model, since masks are sized from it.
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set
 
 import torch
 from transformers.cache_utils import DynamicCache
 
 from . import attention as attn
-from .adapters import adapter_for
+from .adapters import CoordsContext, adapter_for
 from .config import PruneConfig
-from .gather import decode_key_index, take, take_mask, take_position_embeddings, take_position_ids
-from .scorers import SCORERS
+from .gather import decode_key_index, relative_index, take, take_mask, take_position_embeddings, take_position_ids
+from .scorers import ScoreInputs
 from .stats import PruneStats
 
 
@@ -37,15 +42,23 @@ class _Pass:
     """State of one prefill and the decode steps that follow it."""
     plan: Dict[int, int]
     prompt_len: int
-    n_visual: int = 0                           # image tokens present now (same in every row)
+    n_image: int = 0                            # image tokens of the prompt (same in every row)
+    n_visual: int = 0                           # image tokens present now
     visual: Optional[torch.Tensor] = None       # (B, n_cur) visual flags of the tokens present now
+    valid: Optional[torch.Tensor] = None        # (B, n_cur) False for padding
     image_rank: Optional[torch.Tensor] = None   # (B, L) index of each token among the image tokens
     kept_abs: Optional[torch.Tensor] = None     # (B, n_cur) absolute positions present now; None = all
-    score_layers: Set[int] = field(default_factory=set)
-    scores: Dict[int, torch.Tensor] = field(default_factory=dict)
+    positions: Optional[torch.Tensor] = None    # (B, n_cur) renumbered RoPE positions present now
+    input_ids: Optional[torch.Tensor] = None    # (B, L) the prompt
+    coords: Optional[torch.Tensor] = None       # (B, N, 3) (segment, row, col) of the image tokens
+    need: Dict[int, Set[str]] = field(default_factory=dict)   # layer -> what its attention call must capture
+    captured: Dict[int, dict] = field(default_factory=dict)
     layer_kept: Dict[int, torch.Tensor] = field(default_factory=dict)
+    layer_shift: Dict[int, int] = field(default_factory=dict)  # renumbering: tokens dropped before each layer
+    decode_index: Dict[int, torch.Tensor] = field(default_factory=dict)
     gathered: dict = field(default_factory=dict)
     visited: Set[int] = field(default_factory=set)
+    probe: Optional[torch.Tensor] = None
     cache: object = None
     decoding: bool = False
 
@@ -56,6 +69,13 @@ def _true_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
     A stable sort puts them first without the host sync that ``nonzero`` needs.
     """
     return torch.sort(mask.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :count]
+
+
+_PER_TOKEN = ("attention_mask", "position_ids", "position_embeddings")
+
+
+class _ProbeDone(Exception):
+    """Raised by the attention wrapper once a probe has its score: the probe needs no output."""
 
 
 class Pruner:
@@ -70,9 +90,14 @@ class Pruner:
         self.model, self.config = model, config
         self.adapter = adapter_for(model)
         self.layers = self.adapter.layers(model)
+        self.text_model = self.adapter.text_model(model)
         self.text_config = self.adapter.text_config(model)
         self.num_layers = len(self.layers)
         config.check_model(self.num_layers)
+        self.positions = config.effective_positions(self.adapter.mrope)
+        if self.positions == "renumber" and self.adapter.mrope:
+            raise ValueError(f"positions='renumber' is defined for 1-D RoPE; {type(model).__name__} uses 3-D "
+                             "M-RoPE positions, so use positions='original' (or leave it unset)")
         self.visual_ids = torch.tensor(self.adapter.visual_token_ids(model))
         self.attn_modules = []
         for i, layer in enumerate(self.layers):
@@ -83,10 +108,12 @@ class Pruner:
             self.attn_modules.append(mod)
         if not getattr(model, "_can_set_attn_implementation", lambda: True)():
             raise ValueError(f"{type(model).__name__} does not dispatch attention through AttentionInterface")
-        self.scorer = SCORERS[config.scorer_name](seed=config.seed)
+        self.scorer = config.make_scorer()
+        self.score_dtype = config.score_dtype or "float32"
         self.stats = PruneStats(
             num_layers=self.num_layers, hidden_size=self.text_config.hidden_size,
-            ffn_size=getattr(self.text_config, "intermediate_size", 4 * self.text_config.hidden_size))
+            ffn_size=getattr(self.text_config, "intermediate_size", 4 * self.text_config.hidden_size),
+            positions=self.positions)
         self._sig = inspect.signature(model.forward)
         self._handles = []
         self._state: Optional[_Pass] = None
@@ -107,9 +134,11 @@ class Pruner:
         m = self.model
         self._handles.append(m.register_forward_pre_hook(self._on_model_call, with_kwargs=True))
         self._handles.append(m.register_forward_hook(self._after_model_call, with_kwargs=True))
+        self._handles.append(self.text_model.register_forward_pre_hook(self._on_text_model, with_kwargs=True))
         for i, layer in enumerate(self.layers):
             self._handles.append(layer.register_forward_pre_hook(partial(self._on_layer, i), with_kwargs=True))
             attn.route(self.attn_modules[i], partial(self._on_attention, i))
+        self._handles += self.adapter.install(self)
 
     def remove(self) -> None:
         """Detach every hook and restore the original attention implementation."""
@@ -128,6 +157,11 @@ class Pruner:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+    def kept_positions(self) -> Optional[torch.Tensor]:
+        """During a prefill, the (B, n) absolute positions of the tokens present now (None: all of them)."""
+        st = self._state
+        return None if st is None or st.decoding else st.kept_abs
 
     # ------------------------------------------------------------ model call
     def _on_model_call(self, module, args, kwargs):
@@ -159,7 +193,7 @@ class Pruner:
         if past_len > 0:
             self._start_decode(pkv, ids, visual, has_pixels)
             return args, kwargs
-        self._start_prefill(ids, visual, has_pixels, a.get("attention_mask"))
+        self._start_prefill(ids, visual, has_pixels, a)
         return args, kwargs
 
     def _arguments(self, args, kwargs) -> dict:
@@ -173,7 +207,9 @@ class Pruner:
     def _start_decode(self, pkv, ids, visual, has_pixels) -> None:
         st = self._state
         ours = st is not None and st.cache is pkv
-        if bool(visual.any()) or has_pixels:
+        # a generated token may happen to carry an image token's id; only a prompt brings images
+        generated = ours and ids.shape[1] == 1 and not has_pixels
+        if (bool(visual.any()) and not generated) or has_pixels:
             raise ValueError("image tokens arrived on a non-empty cache (chunked prefill, or continuing from a "
                              "cache with a new image), which is not supported: run the whole prompt with its images "
                              "in one prefill from an empty cache (no prefill_chunk_size)")
@@ -182,7 +218,7 @@ class Pruner:
                 raise ValueError("a pruned KV cache can only be extended one token at a time: chunked prefill, "
                                  "assisted/speculative decoding and multi-token continuation are not supported")
             st.decoding = True
-            st.gathered.clear()  # the decode mask is a new tensor at every step
+            st.gathered.clear()  # the decode mask and positions are new tensors at every step
             return
         if ours:  # an unpruned prefill (no image tokens): nothing to gather
             st.decoding = True
@@ -193,11 +229,12 @@ class Pruner:
                              "(a copied cache or another generate call); re-run the prompt")
         self._state = None
 
-    def _start_prefill(self, ids, visual, has_pixels, mask2d) -> None:
+    def _start_prefill(self, ids, visual, has_pixels, call_args) -> None:
         cfg = self.config
         b, length = ids.shape
         counts = visual.sum(dim=1)
         n = int(counts[0])
+        mask2d = call_args.get("attention_mask")
         if has_pixels and int(counts.max()) == 0:
             raise ValueError(
                 f"pixel inputs were given but input_ids hold no image token (ids {self.visual_ids.tolist()}); "
@@ -210,13 +247,15 @@ class Pruner:
                 raise ValueError("right padding puts pad tokens last, but scores come from the last token: use "
                                  "left padding (processor.tokenizer.padding_side = 'left')")
         plan = cfg.plan(n) if (cfg.prunes and n > 0) else {}
-        st = _Pass(plan=plan, prompt_len=length, n_visual=n)
+        st = _Pass(plan=plan, prompt_len=length, n_image=n, n_visual=n)
         if plan:
             st.visual = visual
-            rank = torch.cumsum(visual.long(), dim=1) - 1
-            st.image_rank = rank
-            if self.scorer.needs_attention:
-                st.score_layers = {layer - 1 for layer in plan}
+            st.valid = mask2d.bool() if mask2d is not None and mask2d.dim() == 2 else torch.ones_like(visual)
+            st.image_rank = torch.cumsum(visual.long(), dim=1) - 1
+            for layer in plan:
+                if layer > 0:
+                    st.need.setdefault(layer - 1, set()).update(self.scorer.needs)
+            st.input_ids = ids
         self.scorer.reset()
         self.stats.reset(n, length, b)
         self._state = st
@@ -229,12 +268,38 @@ class Pruner:
         if missing:
             raise RuntimeError(f"SequentialPrune: decoder layers {missing} ran without the pruning hooks; "
                                "pruning would silently not apply to this model")
-        if st.scores and self.scorer.needs_attention:
-            raise RuntimeError(f"SequentialPrune: scores of layers {sorted(st.scores)} were computed but never used")
+        if st.captured:
+            raise RuntimeError(f"SequentialPrune: what layers {sorted(st.captured)} captured for the scorer was "
+                               "never used")
         self.stats.prefills += 1
         st.cache = getattr(output, "past_key_values", None)
         st.gathered.clear()
+        self._prepare_decode(st)
         return None
+
+    def _prepare_decode(self, st: _Pass) -> None:
+        """Key indices each pruned layer holds, relative to layer 0's (which sizes the decode masks)."""
+        base = st.layer_kept.get(0)
+        for i, kept in st.layer_kept.items():
+            if kept is not base:  # a layer holding layer 0's own tokens needs no gather
+                st.decode_index[i] = kept if base is None else relative_index(base, kept)
+
+    # ------------------------------------------------------------ text model call
+    def _on_text_model(self, module, args, kwargs):
+        st = self._state
+        if st is None:
+            return None
+        if not st.decoding:
+            if st.plan and getattr(self.scorer, "needs_coords", False):
+                st.coords = self.adapter.coords(CoordsContext(self.model, st.input_ids, st.visual, kwargs))
+            return None
+        if 0 not in st.layer_kept:
+            return None
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2:
+            # layer 0 holds only its kept prompt tokens, and masks are sized from its cache
+            kwargs["attention_mask"] = take(mask, decode_key_index(st.layer_kept[0], st.prompt_len, mask.shape[-1]), 1)
+        return args, kwargs
 
     # ------------------------------------------------------------ layer call
     def _on_layer(self, i: int, module, args, kwargs):
@@ -242,78 +307,169 @@ class Pruner:
         if st is None:
             return None
         if st.decoding:
-            kept = st.layer_kept.get(i)
-            mask = kwargs.get("attention_mask")
-            if kept is not None and mask is not None:
-                # layers after the last pruning layer share one kept set: gather their mask once per step
-                tag = ("decode", id(mask), id(kept))
-                if tag not in st.gathered:
-                    st.gathered[tag] = take(mask, decode_key_index(kept, st.prompt_len, mask.shape[-1]), -1)
-                kwargs["attention_mask"] = st.gathered[tag]
-            return args, kwargs
+            return self._on_decode_layer(i, args, kwargs, st)
         st.visited.add(i)
         if not st.plan:
             return None
         hidden_in_args = len(args) > 0
         hidden = args[0] if hidden_in_args else kwargs["hidden_states"]
+        # every layer receives the same full-length mask, positions and RoPE tables
+        full = {k: kwargs.get(k) for k in _PER_TOKEN}
         if i in st.plan:
-            hidden = self._prune(i, hidden, st)
+            self._layer_inputs(kwargs, full, st)  # those of the tokens present, for a probe
+            hidden = self._prune(i, module, hidden, kwargs, st)
         if st.kept_abs is not None:
-            for key, fn in (("attention_mask", take_mask), ("position_ids", take_position_ids),
-                            ("position_embeddings", take_position_embeddings)):
-                v = kwargs.get(key)
-                if v is None:
-                    continue
-                tag = (key, id(v[0]) if isinstance(v, tuple) else id(v))
-                if tag not in st.gathered:
-                    st.gathered[tag] = fn(v, st.kept_abs)
-                kwargs[key] = st.gathered[tag]
+            self._layer_inputs(kwargs, full, st)
             st.layer_kept[i] = st.kept_abs
+            if st.positions is not None:
+                st.layer_shift[i] = st.n_image - st.n_visual
         self.stats.image_tokens_per_layer[i] = st.n_visual
         if hidden_in_args:
             return (hidden,) + tuple(args[1:]), kwargs
         kwargs["hidden_states"] = hidden
         return args, kwargs
 
-    def _prune(self, i: int, hidden: torch.Tensor, st: _Pass) -> torch.Tensor:
+    def _layer_inputs(self, kwargs, full: dict, st: _Pass) -> None:
+        """Set the layer's mask, positions and RoPE tables to those of the tokens present.
+
+        Gathered once per kept set: the layers after a pruning layer share it.
+        """
+        if st.kept_abs is None:
+            kwargs.update({k: v for k, v in full.items() if k in kwargs})
+            return
+        tag = (id(st.kept_abs),) + tuple(id(v) for v in full.values())
+        cached = st.gathered.get("inputs")
+        if cached is None or cached[0] != tag:
+            out = {}
+            for key, fn in (("attention_mask", take_mask), ("position_ids", take_position_ids),
+                            ("position_embeddings", take_position_embeddings)):
+                if full.get(key) is not None:
+                    out[key] = fn(full[key], st.kept_abs)
+            if st.positions is not None:  # renumbered: new positions, RoPE tables of the model's own rotary
+                out["position_ids"] = st.positions
+                out["position_embeddings"] = self._rope(full["position_embeddings"][0], st.positions)
+            cached = st.gathered["inputs"] = (tag, out)
+        kwargs.update(cached[1])
+
+    def _rope(self, like: torch.Tensor, positions: torch.Tensor):
+        """cos/sin of the text model's own rotary embedding at ``positions`` (renumbering)."""
+        return self.adapter.rotary_embedding(self.model)(like, positions.to(like.device))
+
+    def _on_decode_layer(self, i: int, args, kwargs, st: _Pass):
+        idx = st.decode_index.get(i)
+        mask = kwargs.get("attention_mask")
+        if idx is not None and mask is not None:
+            # layers after the last pruning layer share one kept set: gather their mask once per step
+            tag = ("mask", id(mask), id(idx))
+            if tag not in st.gathered:
+                base_len = st.prompt_len if 0 not in st.layer_kept else st.layer_kept[0].shape[1]
+                st.gathered[tag] = take(mask, decode_key_index(idx, base_len, mask.shape[-1]), -1)
+            kwargs["attention_mask"] = st.gathered[tag]
+        shift = st.layer_shift.get(i)
+        if shift:
+            pos = kwargs.get("position_ids")
+            if pos is None:
+                raise RuntimeError("SequentialPrune: renumbered positions need the decoder's position_ids")
+            tag = ("rope", id(pos), shift)
+            if tag not in st.gathered:
+                like = kwargs["position_embeddings"][0]
+                st.gathered[tag] = (pos - shift, self._rope(like, pos - shift))
+            kwargs["position_ids"], kwargs["position_embeddings"] = st.gathered[tag]
+        return args, kwargs
+
+    def _prune(self, i: int, layer, hidden: torch.Tensor, kwargs, st: _Pass) -> torch.Tensor:
         vis = st.visual
         b, n_cur = vis.shape
-        n_vis = st.n_visual
-        keep_k = min(st.plan[i], n_vis)
-        att = st.scores.pop(i - 1, None)
-        if keep_k == n_vis:
+        keep_k = min(st.plan[i], st.n_visual)
+        captured = st.captured.pop(i - 1, {})
+        if keep_k == st.n_visual:
             return hidden
-        if self.scorer.needs_attention and att is None:
-            raise RuntimeError(
-                f"SequentialPrune: no attention score from layer {i - 1}: the attention wrapper did not run "
-                f"(was the attention implementation changed after apply_pruning?)")
-        if att is not None and att.shape != (b, n_cur):
-            raise RuntimeError(f"SequentialPrune: layer {i - 1} score has shape {tuple(att.shape)}, "
-                               f"expected {(b, n_cur)}")
-        s = self.scorer.score(i, att, n_cur, b, vis.device).to(vis.device, torch.float32)
-        s = s.masked_fill(~vis, float("-inf"))
-        top = s.topk(keep_k, dim=1).indices
-        keep = (~vis).scatter(1, top, True)
-        rel = _true_positions(keep, n_cur - n_vis + keep_k)
+        for need in self.scorer.needs:
+            if i > 0 and need not in captured:
+                raise RuntimeError(
+                    f"SequentialPrune: no {need} from layer {i - 1}: the attention wrapper did not run "
+                    f"(was the attention implementation changed after apply_pruning?)")
         base = st.kept_abs if st.kept_abs is not None else \
             torch.arange(st.prompt_len, device=vis.device).expand(b, -1)
+        image_index = st.image_rank.to(vis.device).gather(1, base)
+        inp = ScoreInputs(
+            layer=i, keep=keep_k, visual=vis, valid=st.valid, hidden=hidden, image_index=image_index,
+            attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords,
+            probe=partial(self._probe, i, layer, hidden, kwargs),
+            final_norm=self.adapter.final_norm(self.model))
+        sel = self.scorer.select(inp)
+        if sel.dtype == torch.bool:
+            keep_vis = sel.to(vis.device) & vis
+            if bool((keep_vis.sum(dim=1) != keep_k).any()):
+                raise RuntimeError(f"SequentialPrune: the {self.scorer.name} scorer kept "
+                                   f"{keep_vis.sum(dim=1).tolist()} image tokens, the schedule asks for {keep_k}")
+        else:
+            if sel.shape != (b, n_cur):
+                raise RuntimeError(f"SequentialPrune: the {self.scorer.name} scorer gave scores of shape "
+                                   f"{tuple(sel.shape)}, expected {(b, n_cur)}")
+            s = sel.to(vis.device, torch.float32).masked_fill(~vis, float("-inf"))
+            # a stable sort: ties go to the earlier token, on every device
+            top = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :keep_k]
+            keep_vis = torch.zeros_like(vis).scatter(1, top, True)
+        keep = ~vis | keep_vis
+        rel = _true_positions(keep, n_cur - st.n_visual + keep_k)
+        if self.positions == "renumber":
+            cur = st.positions if st.positions is not None else kwargs.get("position_ids")
+            if cur is None:
+                raise RuntimeError("SequentialPrune: positions='renumber' needs the decoder's position_ids")
+            cur = cur.to(vis.device).expand(b, -1) if cur.dim() == 2 else cur
+            dropped_before = torch.cumsum((~keep).long(), dim=1)
+            st.positions = (cur - dropped_before).gather(1, rel)
         st.kept_abs = base.gather(1, rel)
         st.visual = vis.gather(1, rel)
+        st.valid = st.valid.to(vis.device).gather(1, rel)
         st.n_visual = keep_k
-        st.gathered.clear()
-        img = st.image_rank.gather(1, st.kept_abs.gather(1, _true_positions(st.visual, keep_k)))
+        img = st.image_rank.to(vis.device).gather(1, st.kept_abs.gather(1, _true_positions(st.visual, keep_k)))
         self.stats.kept_image_indices[i] = img
         return take(hidden, rel, 1)
 
     # -------------------------------------------------------- attention call
+    def _probe(self, i: int, layer, hidden: torch.Tensor, kwargs) -> torch.Tensor:
+        """Layer ``i``'s own last-token attention on ``hidden``: its input norm and attention module run
+        on the tokens present, without the cache; the wrapper stops the module once it has the score."""
+        st = self._state
+        before = st.need.get(i)
+        st.need[i] = {"probe"}
+        kw = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "use_cache",
+                                                             "output_attentions", "hidden_states")}
+        normed = self.adapter.input_norm(layer)(hidden)
+        try:
+            layer.self_attn(hidden_states=normed, **kw)
+        except _ProbeDone:
+            pass
+        finally:
+            if before is None:
+                st.need.pop(i, None)
+            else:
+                st.need[i] = before
+        got, st.probe = st.probe, None
+        if got is None:
+            raise RuntimeError(f"SequentialPrune: the probe of layer {i}'s attention did not reach the wrapper")
+        self.stats.scores[i] = got.detach()
+        return got
+
     def _on_attention(self, i: int, module, query, key, attention_mask, kwargs) -> None:
         st = self._state
-        if st is None or st.decoding or i not in st.score_layers:
+        if st is None or st.decoding or i not in st.need:
             return
-        scaling = kwargs.get("scaling", getattr(module, "scaling", None))
-        s = attn.last_token_scores(query, key, attention_mask, scaling)
-        st.scores[i] = s
-        self.stats.scores[i] = s.detach()
+        need = st.need[i]
+        if "probe" not in need:
+            got = st.captured.setdefault(i, {})
+        if "attention" in need or "probe" in need:
+            scaling = kwargs.get("scaling", getattr(module, "scaling", None))
+            s = attn.last_token_scores(query, key, attention_mask, scaling, self.score_dtype)
+            if "probe" in need:
+                st.probe = s
+                raise _ProbeDone()
+            got["attention"] = s
+            self.stats.scores[i] = s.detach()
+        if "keys" in need:
+            got["keys"] = key
 
 
 def apply_pruning(model: torch.nn.Module, config: PruneConfig) -> Pruner:

@@ -51,3 +51,8 @@ def decode_key_index(kept: torch.Tensor, prompt_len: int, kv_len: int) -> torch.
     """Key positions a pruned layer holds during decoding: kept prompt tokens plus every generated one."""
     new = torch.arange(prompt_len, kv_len, device=kept.device).expand(kept.shape[0], -1)
     return torch.cat([kept, new], dim=1)
+
+
+def relative_index(base: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Per row, where each entry of ``kept`` sits in ``base`` (both ascending, ``kept`` a subset of ``base``)."""
+    return torch.searchsorted(base, kept.to(base.device))

@@ -15,14 +15,16 @@ class PruneStats:
 
     ``image_tokens_per_layer[i]`` counts the image tokens entering decoder layer
     ``i``; ``kept_image_indices[i]`` gives, for each pruning layer ``i``, which
-    image tokens (0..N-1 in prompt order) entered it; ``scores[i]`` is the
-    last-token attention row computed at layer ``i`` (float32, over the tokens
-    present at that layer). Tensors stay on the device where they were made (no
+    image tokens (0..N-1 in prompt order) entered it; ``scores[i]`` holds the
+    scores a scorer ranked by, keyed by the layer they were computed at (the
+    previous layer's last-token attention for FastV-style scorers, the pruning
+    layer's own for PyramidDrop), over the tokens present there. Tensors stay on the device where they were made (no
     host sync during the forward); call ``.cpu()`` to inspect them.
     """
     num_layers: int
     hidden_size: int
     ffn_size: int
+    positions: Optional[str] = None   # "original" or "renumber" (None: nothing is pruned)
     image_tokens_per_layer: List[int] = field(default_factory=list)
     n_image_tokens: int = 0
     seq_len: int = 0
@@ -68,4 +70,5 @@ class PruneStats:
             "prefill_flops_unpruned": None if f is None else f.unpruned,
             "prefill_flops_ratio": None if f is None else f.ratio,
             "flops_formula": "fastv",
+            "positions": self.positions,
         }

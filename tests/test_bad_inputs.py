@@ -25,6 +25,41 @@ def test_unknown_model_is_refused():
         apply_pruning(lm, CFG)
 
 
+def test_qwen3_5_is_refused_with_the_reason():
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    text = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=16, linear_conv_kernel_dim=4, linear_key_head_dim=8,
+                linear_value_head_dim=8, linear_num_key_heads=1, linear_num_value_heads=2,
+                layer_types=["linear_attention"] * 3 + ["full_attention"],
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                                 "mrope_section": [1, 1, 0], "mrope_interleaved": True})
+    vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, patch_size=16, out_hidden_size=32,
+                  num_position_embeddings=16)
+    model = Qwen3_5ForConditionalGeneration(Qwen3_5Config(text_config=text, vision_config=vision,
+                                                          image_token_id=60, video_token_id=61))
+    with pytest.raises(ValueError, match="Qwen3_5ForConditionalGeneration is not supported.*linear-attention"):
+        apply_pruning(model, CFG)
+
+
+def test_a_scorer_keeping_the_wrong_count_is_caught(llava):
+    from dataclasses import dataclass
+
+    from SequentialPrune import SCORERS, Scorer, register_scorer
+
+    @register_scorer("test_keeps_all")
+    @dataclass
+    class KeepsAll(Scorer):
+        def select(self, inp):
+            return inp.visual.clone()  # a keep mask with every image token: not what the schedule asks
+    try:
+        model = build_model("llava")
+        with apply_pruning(model, PruneConfig("fastv", 0.5, 0, scorer="test_keeps_all")):
+            with pytest.raises(RuntimeError, match=r"kept \[64\] image tokens, the schedule asks for 32"):
+                model(**make_inputs("llava"))
+    finally:
+        SCORERS.pop("test_keeps_all")
+
+
 def test_schedule_that_does_not_fit_the_model():
     model = build_model("llava", num_layers=8)
     with pytest.raises(ValueError, match="prunes up to layer 8, but the decoder has only 8 layers"):

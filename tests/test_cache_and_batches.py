@@ -3,17 +3,18 @@ import pytest
 import torch
 
 from SequentialPrune import PruneConfig, apply_pruning, prefill_flops
-from tiny_models import build_model, make_inputs, split_row
+from tiny_models import FAMILIES, build_model, make_inputs, split_row
 
 pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen2_5_vl"])
-@pytest.mark.parametrize("method", ["fastv", "sequential"])
-def test_cache_holds_only_kept_tokens(family, method):
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("cfg", [PruneConfig("fastv", 0.75, 2), PruneConfig("sequential", 0.75, 2),
+                                 PruneConfig("divprune", 0.75), PruneConfig("sequential", 1.0, 3, step=0.25)],
+                         ids=["fastv", "sequential", "k0", "ratio1"])
+def test_cache_holds_only_kept_tokens(family, cfg):
     model = build_model(family)
     inputs = make_inputs(family)
-    cfg = PruneConfig(method, 0.75, 2)
     with torch.no_grad(), apply_pruning(model, cfg) as pruner:
         out = model(**inputs, use_cache=True)
     n, length = pruner.stats.n_image_tokens, inputs["input_ids"].shape[1]
@@ -28,7 +29,7 @@ def test_cache_holds_only_kept_tokens(family, method):
     assert held == per_token * sum(cache_lengths)
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_left_padded_batch_equals_single_runs(family, attn):
     model = build_model(family, attn)

@@ -20,12 +20,37 @@ def test_scores_equal_eager_attention_weights(family, attn, batch):
     with torch.no_grad(), apply_pruning(model, PruneConfig("fastv", 0.5, 1)) as pruner:
         model(**inputs)
     ours = pruner.stats.scores[0]
-    eager = build_model(family, "eager")
-    with torch.no_grad():
-        attn_w = eager(**inputs, output_attentions=True).attentions[0]
-    ref = attn_w[:, :, -1, :].float().mean(dim=1)
+    ref = eager_last_row(family, attn, inputs).float().mean(dim=1)
     assert ours.shape == ref.shape
     assert (ours - ref).abs().max().item() < 1e-6
+
+
+def eager_last_row(family, attn, inputs, dtype=torch.float32):
+    """Layer 0's eager attention weights of the last query (B, H, L), the vision tower as in the pruned run."""
+    eager = build_model(family, attn, dtype=dtype)
+    eager.set_attn_implementation({"text_config": "eager"})
+    with torch.no_grad():
+        return eager(**inputs, output_attentions=True).attentions[0][:, :, -1, :]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_model_precision_scores_are_bitwise_eager_weights(family, attn, dtype):
+    """score_dtype='model': exactly what the original code ranked, the eager weights in the model's dtype
+    averaged over heads in that dtype, with GQA and left padding."""
+    model = build_model(family, attn, dtype=dtype)
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v
+              for k, v in make_inputs(family, batch=2, suffixes=[7, 4]).items()}
+    with torch.no_grad(), apply_pruning(model, PruneConfig("fastv", 0.5, 1, score_dtype="model")) as pruner:
+        model(**inputs)
+    ours = pruner.stats.scores[0]
+    ref = eager_last_row(family, attn, inputs, dtype).mean(dim=1)
+    assert ours.dtype == dtype and torch.equal(ours, ref)
+    # and they differ from float32 ranking values: the precision is really the model's
+    with torch.no_grad(), apply_pruning(model, PruneConfig("fastv", 0.5, 1)) as p32:
+        model(**inputs)
+    assert p32.stats.scores[0].dtype == torch.float32 and not torch.equal(p32.stats.scores[0], ours.float())
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "float", "flash2d"])

@@ -1,0 +1,71 @@
+"""The scorer interface: what a scorer sees at a pruning layer, and what it returns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+SCORERS: Dict[str, type] = {}
+
+
+def register_scorer(name: str):
+    """Class decorator adding a scorer to the registry under ``name``."""
+    def deco(cls):
+        cls.name = name
+        SCORERS[name] = cls
+        return cls
+    return deco
+
+
+@dataclass
+class ScoreInputs:
+    """What a scorer may read when layer ``layer`` prunes to ``keep`` image tokens per row.
+
+    Every tensor covers the ``n`` tokens present before this layer prunes (text
+    included), in prompt order, for each of the ``B`` rows.
+    """
+    layer: int
+    keep: int
+    visual: torch.Tensor                         # (B, n) bool: image/video tokens
+    valid: torch.Tensor                          # (B, n) bool: False for left padding
+    hidden: torch.Tensor                         # (B, n, D) hidden states entering the layer
+    image_index: torch.Tensor                    # (B, n) index among the prompt's image tokens, -1 for text
+    attention: Optional[torch.Tensor] = None     # (B, n) last-token attention of layer-1 (needs "attention")
+    keys: Optional[torch.Tensor] = None          # (B, Hkv, n, d) keys of layer-1 after RoPE (needs "keys")
+    coords: Optional[torch.Tensor] = None        # (B, N, 3) (segment, row, col) of the prompt's N image tokens
+    probe: Optional[Callable[[], torch.Tensor]] = None   # (B, n) this layer's own last-token attention
+    final_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the decoder's final norm
+
+
+@dataclass
+class Scorer:
+    """Base scorer. Subclass fields are its options (``PruneConfig(options=...)``).
+
+    ``select`` returns either float scores (B, n), of which the engine keeps the
+    ``keep`` highest image tokens per row (ties go to the earlier token), or a
+    bool keep mask (B, n) with exactly ``keep`` image tokens set per row.
+    """
+    needs = frozenset()          # "attention" / "keys": computed by the layer BEFORE the pruning layer
+    uses_score_dtype = False     # the attention score's precision applies (PruneConfig.score_dtype)
+    uses_seed = False            # PruneConfig.seed applies
+
+    def reset(self) -> None:
+        """Called at the start of every prefill."""
+
+    def select(self, inp: ScoreInputs) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def top_by_order(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest values of a 1-D tensor; ties go to the lower index."""
+    return torch.sort(values, descending=True, stable=True).indices[:k]
+
+
+def keep_mask_from_rows(shape, rows: List[torch.Tensor], device) -> torch.Tensor:
+    """A (B, n) bool mask with ``rows[b]`` (token positions) set in row b."""
+    mask = torch.zeros(shape, dtype=torch.bool, device=device)
+    for b, idx in enumerate(rows):
+        if idx.numel():
+            mask[b, idx.to(device)] = True
+    return mask
