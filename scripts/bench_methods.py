@@ -9,12 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from SequentialPrune import METHODS, SCHEDULES, PruneConfig, register_schedule
+from SequentialPrune import METHODS, SCHEDULES, PruneConfig, register_method, register_schedule
+from SequentialPrune import Method as CoreMethod
+from SequentialPrune.schedules import Stepwise
 
 
-def stepwise_scoreonly(n_image: int, cfg) -> Dict[int, int]:
+@dataclass(frozen=True)
+class StepwiseScoreOnly(Stepwise):
     """The stepwise schedule's layers, each keeping all N tokens: scores are computed, nothing is dropped."""
-    return {layer: n_image for layer in SCHEDULES["stepwise"](n_image, cfg)}
+
+    def plan(self, n_image, ratio, layer, step):
+        return {k: n_image for k in super().plan(n_image, ratio, layer, step)}
 
 
 def register_score_only() -> None:
@@ -23,8 +28,19 @@ def register_score_only() -> None:
     Called when the benchmark runs rather than on import: the core's own tests
     iterate over ``METHODS`` at collection time and must not see it.
     """
-    register_schedule("stepwise_scoreonly")(stepwise_scoreonly)
-    METHODS["score_only"] = ("stepwise_scoreonly", "attention")
+    if "stepwise_scoreonly" not in SCHEDULES:
+        register_schedule("stepwise_scoreonly")(StepwiseScoreOnly)
+    if "score_only" not in METHODS:
+        register_method(CoreMethod("score_only", "stepwise_scoreonly", "attention",
+                               "computes every score Sequential Prune needs, drops nothing",
+                               defaults=dict(ratio=0.75, layer=2, step=0.1)))
+
+
+def core_config(method: str, ratio: float, layer: int, step: float, **kw) -> PruneConfig:
+    """``PruneConfig`` of a benchmark row: the grid's step only where the method's schedule has one."""
+    if SCHEDULES[METHODS[method].schedule].uses_step:
+        kw["step"] = step
+    return PruneConfig(method, ratio=ratio, layer=layer, **kw)
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_ima
             continue
         for r in ratios:
             try:
-                cfg = PruneConfig(m.core, ratio=r, layer=k, step=step, cache_mode=m.cache_mode)
+                cfg = core_config(m.core, r, k, step, cache_mode=m.cache_mode)
                 cfg.check_model(num_layers)
                 yield Setting(name, attn, cfg)
             except ValueError as e:
@@ -118,8 +134,8 @@ def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_ima
 def _solve(name, m: Method, attn, budget, k, step, n_image, num_layers) -> Setting:
     """``PruneConfig.for_budget``; a budget no R reaches is kept as an 'unreachable' row."""
     try:
-        cfg = PruneConfig.for_budget(m.core, budget, n_image, num_layers, layer=k, step=step,
-                                     cache_mode=m.cache_mode)
+        extra = {"step": step} if SCHEDULES[METHODS[m.core].schedule].uses_step else {}
+        cfg = PruneConfig.for_budget(m.core, budget, n_image, num_layers, layer=k, cache_mode=m.cache_mode, **extra)
         return Setting(name, attn, cfg, budget=budget)
     except ValueError as e:
         return Setting(name, attn, _quiet_config(m, 0.0, k, step), budget=budget, status="unreachable", note=str(e))
@@ -127,6 +143,6 @@ def _solve(name, m: Method, attn, budget, k, step, n_image, num_layers) -> Setti
 
 def _quiet_config(m: Method, r, k, step) -> Optional[PruneConfig]:
     try:
-        return PruneConfig(m.core, ratio=r, layer=k, step=step, cache_mode=m.cache_mode)
+        return core_config(m.core, r, k, step, cache_mode=m.cache_mode)
     except ValueError:
         return None

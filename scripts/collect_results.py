@@ -58,8 +58,7 @@ class Run:
 def tag_of(prune: dict) -> str:
     """The setting's tag (as in the folder name), from a ``PruneConfig.to_dict()``."""
     from SequentialPrune import PruneConfig
-    keys = ("method", "ratio", "layer", "step", "scorer", "seed", "cache_mode")
-    return PruneConfig(**{k: prune[k] for k in keys if k in prune}).tag()
+    return PruneConfig.from_dict(prune).tag()
 
 
 def _read_json(path: Path):
@@ -139,6 +138,15 @@ def efficiency(run: Run, datasets: Sequence[str], base: Optional[Run]) -> dict:
     return out
 
 
+def grid_setting(method: str, ratio: float, layer: int, step: float) -> dict:
+    """The setting dict of one grid point: the step (percentage points) only where the method's schedule has one."""
+    from SequentialPrune import METHODS, SCHEDULES
+    d = dict(method=method, ratio=ratio, layer=layer)
+    if SCHEDULES[METHODS[method].schedule].uses_step:
+        d["step"] = step / 100
+    return d
+
+
 def expected_runs(found: List[Run], work_dirs: Sequence[Path], models: Optional[Sequence[str]],
                   methods: Sequence[str], ratios: Sequence[float], layers: Sequence[int], step: float) -> List[Run]:
     """Runs the grid asks for that are not in ``found``, as placeholders marked missing."""
@@ -147,8 +155,8 @@ def expected_runs(found: List[Run], work_dirs: Sequence[Path], models: Optional[
     for wd in work_dirs:
         bases = list(models or dict.fromkeys(r.model for r in found if r.work_dir == Path(wd)))
         for model in bases:
-            grid = [{"method": "none"}] + [dict(method=m, ratio=r, layer=k, step=step / 100)
-                                           for m in methods if m != "none" for r in ratios for k in layers]
+            grid = [{"method": "none"}] + [grid_setting(m, r, k, step) for m in methods if m != "none"
+                                           for r in ratios for k in layers]
             for prune in grid:
                 run = Run(Path(wd), f"{model}_{tag_of(prune)}", model, prune, exists=False)
                 if run.key not in have:

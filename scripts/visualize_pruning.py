@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from SequentialPrune import METHODS, PruneConfig, apply_pruning  # noqa: E402
+from SequentialPrune import METHODS, SCORERS, PruneConfig, apply_pruning  # noqa: E402
+from scripts.bench_methods import core_config  # noqa: E402
 
 # model_type -> fn(processor, inputs, image) -> (displayed image HxWx3 uint8, grid rows, grid cols)
 GRIDS: Dict[str, Callable] = {}
@@ -153,7 +154,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="pruning.png")
     a = p.parse_args(argv)
     try:
-        cfg = PruneConfig(a.method, a.ratio, a.layer, a.step / 100, seed=a.seed)
+        cfg = core_config(a.method, a.ratio, a.layer, a.step / 100, **({"seed": a.seed} if SCORERS[METHODS[a.method].scorer].uses_seed else {}))
     except ValueError as e:
         p.error(str(e))
     processor, model = load(a.model_path, a.attn_impl)

@@ -104,7 +104,7 @@ def test_kv_bytes_match_kept_token_arithmetic(cli_report):
 
 def test_score_only_computes_scores_and_drops_nothing(cli_report):
     register_score_only()
-    assert METHODS["score_only"] == ("stepwise_scoreonly", "attention")
+    assert (METHODS["score_only"].schedule, METHODS["score_only"].scorer) == ("stepwise_scoreonly", "attention")
     none = next(r for r in cli_report[0]["rows"] if r["method"] == "none")
     for r in cli_report[0]["rows"]:
         if r["method"] != "score_only":
@@ -135,7 +135,8 @@ def test_budget_rows_report_solved_ratio(tmp_path):
     md = (tmp_path / "benchmark.md").read_text()
     for method, budget in [("fastv", 40), ("fastv", 16), ("sequential", 40)]:
         r = rows[(method, budget)]
-        solved = PruneConfig.for_budget(method, budget, 64, 12, layer=2, step=0.1)
+        solved = PruneConfig.for_budget(method, budget, 64, 12, layer=2,
+                                        **({"step": 0.1} if method == "sequential" else {}))
         assert r["status"] == "ok" and r["ratio"] == solved.ratio and len(r["runs"]) == 2
         assert r["avg_image_tokens"] == solved.average_image_tokens(64, 12) <= budget
         assert f"| {method} | sdpa | 2 | {solved.ratio:.4g} |" in md

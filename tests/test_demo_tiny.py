@@ -38,12 +38,12 @@ def test_efficiency_columns_equal_the_logged_stats(demo):
     work, _ = demo
     table = pd.read_csv(work / "runs" / "seqprune_summary.csv")
     for _, row in table.iterrows():
-        tag = PruneConfig(row["method"], row["ratio"], 2).tag()
+        cfg = PruneConfig("none") if row["method"] == "none" else PruneConfig(row["method"], row["ratio"], 2)
+        tag = cfg.tag()
         run = work / "runs" / f"llava_seqprune_{tag}" / "seqprune_stats"
         lines = [json.loads(line) for f in sorted(run.glob("*.jsonl")) for line in f.read_text().splitlines()]
         assert len(lines) == row["samples"] > 0
         n, layers = lines[0]["n_image_tokens"], lines[0]["num_layers"]
-        cfg = PruneConfig(row["method"], row["ratio"], 2)
         assert row["avg image tokens/layer"] == pytest.approx(cfg.average_image_tokens(n, layers))
         flops = sum(x["prefill_flops"] for x in lines) / sum(x["prefill_flops_unpruned"] for x in lines)
         assert row["prefill FLOPs (x unpruned)"] == pytest.approx(flops, rel=1e-3)

@@ -204,8 +204,9 @@ def test_changed_setting_under_same_name_is_refused(grid, eval_env):
     assert pred.stat().st_mtime_ns == before
 
 
-def test_original_flags_run_the_same_setting(grid, eval_env):
-    new = grid["llava_seq"]
+def test_original_flags_run_the_original_procedure(eval_env):
+    """--use-fast-v means the original's procedure: no KV cache (re-selection at every token) and scores in the
+    model's precision; the same as the new flags that say so."""
     work_dir = eval_env.root / "work_original_flags"
     args = eval_env.args("llava_v1.5_7b", ["MCQ"], work_dir, "--use-fast-v", "--fast-v-inplace",
                          "--fast-v-sys-length", "36", "--fast-v-image-token-length", "576",
@@ -215,12 +216,15 @@ def test_original_flags_run_the_same_setting(grid, eval_env):
     assert res.rc == 0, res
     assert "llava_v1.5_7b runs as llava_seqprune" in res.out
     assert "--fast-v-image-token-length 576 does not match the prompt: found 64" in res.out
-    run_dir = work_dir / new.run_dir.name
-    old_rec = json.loads((run_dir / "seqprune_setting.json").read_text())
-    new_rec = json.loads((new.run_dir / "seqprune_setting.json").read_text())
-    assert old_rec["identity"] == new_rec["identity"]
-    ds = NAMES["MCQ"]
-    assert predictions(run_dir, ds)["prediction"].tolist() == predictions(new.run_dir, ds)["prediction"].tolist()
+    cfg = PruneConfig("sequential", 0.5, 2, cache_mode="recompute", score_dtype="model")
+    run_dir = work_dir / f"llava_seqprune_{cfg.tag()}"
+    rec = json.loads((run_dir / "seqprune_setting.json").read_text())
+    assert rec["identity"]["prune"] == cfg.to_dict()
+    new, _, _ = parse_flags(["--prune-method", "sequential", "--prune-ratio", "0.5", "--prune-layer", "2",
+                             "--cache-mode", "recompute", "--score-dtype", "model", "--model", "llava_seqprune"])
+    assert new.prune == cfg
+    for line in stats_lines(run_dir):  # no KV cache: one full prefill per generated token
+        assert line["prefill_calls"] == line["new_tokens"]
 
 
 def test_recompute_cache_mode(eval_env):
@@ -240,7 +244,7 @@ def test_recompute_cache_mode(eval_env):
 @pytest.mark.parametrize("flags,message", [
     (["--use-fast-v", "--prune-method", "none"], "--prune-method none turns it off"),
     (["--use-fast-v", "--fast-v-attention-rank", "0.5", "--prune-ratio", "0.75"], "contradicts"),
-    (["--prune-ratio", "1.5"], "ratio must be in [0, 1)"),
+    (["--prune-ratio", "1.5"], "ratio must be in [0, 1]"),
 ])
 def test_bad_flags_fail_before_anything_loads(eval_env, flags, message):
     work_dir = eval_env.root / "work_bad"
@@ -291,7 +295,8 @@ def test_model_failure_inside_vlmeval_is_not_lost(eval_env):
 ])
 def test_original_flags_parse_to_the_new_setting(original, new):
     a, rest_a, _ = parse_flags(original + ["--model", "llava_seqprune"])
-    b, rest_b, _ = parse_flags(new + ["--model", "llava_seqprune"])
+    # the original procedure: no KV cache, scores in the model's precision
+    b, rest_b, _ = parse_flags(new + ["--cache-mode", "recompute", "--score-dtype", "model", "--model", "llava_seqprune"])
     assert a.prune == b.prune and a.prune.tag() == b.prune.tag()
     assert rest_a == rest_b == ["--model", "llava_seqprune"]  # --model is not eaten by --model-path
 
@@ -303,12 +308,18 @@ def test_original_flags_parse_to_the_new_setting(original, new):
     (["--fast-v-attention-rank", "0.5"], "only take effect with --use-fast-v"),
     (["--use-fast-v", "--fast-v-attention-rank", "288", "--fast-v-image-token-length", "576"], "ratio 0.5"),
     (["--use-fast-v", "--fast-v-agg-layer", "2", "--prune-layer", "3"], "contradicts"),
-    (["--prune-ratio", "-0.1"], "ratio must be in [0, 1)"),
-    (["--prune-layer", "0"], "layer K must be an integer >= 1"),
+    (["--prune-ratio", "-0.1"], "ratio must be in [0, 1]"),
+    (["--prune-layer", "0"], "use a layer >= 1, or a scorer that needs no previous layer"),
+    (["--prune-layer", "-1"], "--prune-layer K must be an integer >= 0"),
     (["--prune-step", "0"], "must be in (0, 100]"),
     (["--prune-step", "150"], "must be in (0, 100]"),
     (["--prune-method", "fastv", "--prune-step", "20"], "--prune-step has no effect"),
     (["--prune-method", "sequential", "--prune-seed", "3"], "--prune-seed has no effect"),
+    (["--prune-method", "dart", "--prune-option", "pivots=2"], "unknown option(s) ['pivots']"),
+    (["--prune-method", "custom"], "--prune-option KEY=VALUE"),
+    (["--prune-method", "divprune", "--score-dtype", "model"], "--score-dtype has no effect"),
+    (["--prune-budget", "0.3", "--prune-ratio", "0.5"], "not both"),
+    (["--prune-option", "stages"], "expected KEY=VALUE"),
     (["--prune-method", "none", "--prune-ratio", "0.5"], "no effect with --prune-method none"),
     (["--prune-ratio", "0", "--cache-mode", "recompute"], "nothing is pruned"),
     (["--attn-impl", "flash"], "invalid choice"),

@@ -36,4 +36,4 @@ def test_visualizer_draws_one_panel_per_pruning_layer(tmp_path, picture, family,
 def test_visualizer_rejects_bad_flags(tmp_path, picture, capsys):
     with pytest.raises(SystemExit):
         main(["--model-path", "unused", "--image", str(picture), "--question", "q", "--ratio", "1.5"])
-    assert "ratio must be in [0, 1)" in capsys.readouterr().err
+    assert "ratio must be in [0, 1]" in capsys.readouterr().err

@@ -14,7 +14,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
-from SequentialPrune import METHODS, PruneConfig
+from SequentialPrune import METHODS, SCORERS, PruneConfig
+from SequentialPrune.config import POSITIONS, SCORE_DTYPES
 
 ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
 CACHE_MODES = ("static", "recompute")
@@ -34,6 +35,9 @@ class FlagError(ValueError):
 class EvalSetting:
     """Everything our flags decide for one run (the pruning setting and how the model runs)."""
     prune: PruneConfig
+    # --prune-budget: average image tokens per layer (a fraction of N when <= 1), solved into prune.ratio at launch
+    budget: Optional[float] = None
+    budget_n_image: Optional[int] = None
     attn_impl: str = "sdpa"
     model_path: Optional[str] = None
     max_new_tokens: Optional[int] = None
@@ -67,6 +71,18 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _option(text: str) -> Tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. stages=2,8,16 or image_pivots=4), got {text!r}")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
 def _dataset_kind(text: str) -> Tuple[str, str]:
     name, sep, kind = text.rpartition("=")
     if not sep or not name or kind.lower() not in DATASET_KINDS:
@@ -81,14 +97,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sequential Prune flags; every other flag goes to VLMEvalKit's run.py.")
     g = p.add_argument_group("pruning")
     g.add_argument("--prune-method", choices=sorted(METHODS), default=None,
-                   help="pruning method (default: sequential, or what --use-fast-v implies)")
+                   help="pruning method (default: sequential, or what --use-fast-v implies); each method's other "
+                        "settings default to its paper's (see README)")
     g.add_argument("--prune-ratio", type=float, default=None,
-                   help="fraction R of image tokens finally dropped, in [0, 1) (default 0.75)")
+                   help="fraction R of image tokens finally dropped, in [0, 1] (default: the method's)")
     g.add_argument("--prune-layer", type=int, default=None,
-                   help="first decoder layer K that sees fewer tokens, >= 1 (default 2)")
+                   help="first decoder layer K that sees fewer tokens; 0 = before the decoder, for scorers that "
+                        "need no previous layer (default: the method's)")
     g.add_argument("--prune-step", type=_percent, default=None,
                    help="percentage points of N dropped per layer by stepwise methods (default 10)")
     g.add_argument("--prune-seed", type=int, default=None, help="seed of the random scorer (random methods)")
+    g.add_argument("--prune-scorer", choices=sorted(SCORERS), default=None,
+                   help="rank tokens with another scorer than the method's (e.g. the sequential schedule with dart)")
+    g.add_argument("--prune-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="a schedule or scorer option, e.g. stages=2,8,16 (pdrop), image_pivots=4 (dart), "
+                        "schedule=2:0.5,6:0.3 (custom); repeatable")
+    g.add_argument("--prune-positions", choices=POSITIONS, default=None,
+                   help="RoPE positions of the kept tokens: original, or renumber (contiguous) "
+                        "(default: the method's convention)")
+    g.add_argument("--score-dtype", choices=SCORE_DTYPES, default=None,
+                   help="precision of attention scores: float32, or model (the model's dtype, as the original "
+                        "eager fp16 code ranked) (default float32; model with --use-fast-v)")
+    g.add_argument("--prune-budget", type=float, default=None,
+                   help="solve R for this average of image tokens per decoder layer: a fraction of N if <= 1, "
+                        "else a token count (with --budget-n-image, or the model's fixed N)")
+    g.add_argument("--budget-n-image", type=_positive_int, default=None,
+                   help="N used to solve a --prune-budget token count (default: the checkpoint's fixed image "
+                        "token count, e.g. 576 for LLaVA-1.5)")
     g.add_argument("--cache-mode", choices=CACHE_MODES, default=None,
                    help="static: prune at prefill, decode on the pruned KV cache (default); "
                         "recompute: no KV cache, re-select at every generated token (the original inplace code)")
@@ -143,12 +178,12 @@ def _legacy_ratio(a) -> Optional[float]:
     r = a.fast_v_attention_rank
     if r is None:
         return None
-    if not (0 <= r < 1):
+    if not (0 <= r <= 1):
         hint = ""
-        if r >= 1 and float(r).is_integer() and a.fast_v_image_token_length:
+        if r > 1 and float(r).is_integer() and a.fast_v_image_token_length:
             hint = (f" (FastV's count of kept tokens {int(r)} of {a.fast_v_image_token_length} is ratio "
                     f"{1 - r / a.fast_v_image_token_length:g})")
-        raise FlagError(f"--fast-v-attention-rank is the fraction of image tokens dropped and must be in [0, 1), "
+        raise FlagError(f"--fast-v-attention-rank is the fraction of image tokens dropped and must be in [0, 1], "
                         f"got {r:g}{hint}")
     return r
 
@@ -164,29 +199,40 @@ def _setting(a) -> EvalSetting:
     method = _resolve_method(a)
     ratio = _merge(a.prune_ratio, _legacy_ratio(a), "--prune-ratio", "--fast-v-attention-rank")
     layer = _merge(a.prune_layer, a.fast_v_agg_layer, "--prune-layer", "--fast-v-agg-layer")
-    schedule, scorer = METHODS[method]
+    given = {"--prune-ratio": ratio, "--prune-layer": layer, "--prune-step": a.prune_step,
+             "--prune-seed": a.prune_seed, "--cache-mode": a.cache_mode, "--prune-scorer": a.prune_scorer,
+             "--prune-option": a.prune_option or None, "--prune-positions": a.prune_positions,
+             "--score-dtype": a.score_dtype, "--prune-budget": a.prune_budget}
     if method == "none":
-        extra = [f for f, v in (("--prune-ratio", ratio), ("--prune-layer", layer), ("--prune-step", a.prune_step),
-                                ("--prune-seed", a.prune_seed), ("--cache-mode", a.cache_mode)) if v is not None]
+        extra = [f for f, v in given.items() if v is not None]
         if extra:
             raise FlagError(f"{', '.join(extra)} have no effect with --prune-method none")
-    if a.prune_step is not None and schedule != "stepwise":
-        raise FlagError(f"--prune-step has no effect with --prune-method {method} (one-shot); "
-                        "it applies to sequential and random")
-    if a.prune_seed is not None and scorer != "random":
-        raise FlagError(f"--prune-seed has no effect with --prune-method {method}; it applies to random methods")
-    kw = dict(method=method, cache_mode=a.cache_mode or "static")
-    for key, val in (("ratio", ratio), ("layer", layer), ("seed", a.prune_seed)):
-        if val is not None:
-            kw[key] = val
+    if a.prune_budget is not None and ratio is not None:
+        raise FlagError("--prune-budget solves the ratio: give it or --prune-ratio, not both")
+    if a.prune_budget is not None and not (0 < a.prune_budget):
+        raise FlagError(f"--prune-budget must be > 0 (a fraction of N if <= 1, else tokens), got {a.prune_budget}")
+    if a.budget_n_image is not None and (a.prune_budget is None or a.prune_budget <= 1):
+        raise FlagError("--budget-n-image only applies to a --prune-budget token count (> 1)")
+    options = dict(a.prune_option)
+    if len(options) != len(a.prune_option):
+        raise FlagError(f"--prune-option repeats a key: {[k for k, _ in a.prune_option]}")
+    kw = dict(method=method, ratio=ratio, layer=layer, seed=a.prune_seed, scorer=a.prune_scorer,
+              positions=a.prune_positions, cache_mode=a.cache_mode or ("recompute" if a.use_fast_v else "static"),
+              score_dtype=a.score_dtype, options=options or None)
     if a.prune_step is not None:
         kw["step"] = a.prune_step / 100.0  # the original counts percentage points; the core uses a fraction
+    if method != "none" and a.use_fast_v and kw["score_dtype"] is None:
+        kw["score_dtype"] = "model"  # the original ranked its fp16 eager attention weights
+    if a.prune_budget is not None:
+        kw["ratio"] = 0.5  # a placeholder that validates the rest; run.py solves the real ratio
+    if method == "none":
+        kw = dict(method="none")
     try:
         cfg = PruneConfig(**kw)
     except ValueError as e:
-        raise FlagError(str(e)) from None
+        raise FlagError(_flag_names(str(e))) from None
     if not cfg.prunes and method != "none":
-        if cfg.cache_mode != "static":
+        if a.cache_mode == "recompute":
             raise FlagError("--cache-mode recompute has no effect when nothing is pruned (ratio 0)")
         cfg = PruneConfig(method="none")  # ratio 0 is the unpruned model; share its name and files
     if a.min_pixels and a.max_pixels and a.min_pixels > a.max_pixels:
@@ -197,10 +243,26 @@ def _setting(a) -> EvalSetting:
             raise FlagError(f"{flag} must be >= 0, got {v}")
     _check_model_path(a.model_path)
     return EvalSetting(
-        prune=cfg, attn_impl=a.attn_impl, model_path=a.model_path, max_new_tokens=a.max_new_tokens,
+        prune=cfg, budget=a.prune_budget, budget_n_image=a.budget_n_image, attn_impl=a.attn_impl,
+        model_path=a.model_path, max_new_tokens=a.max_new_tokens,
         min_pixels=a.min_pixels, max_pixels=a.max_pixels, expect_sys_length=a.fast_v_sys_length,
         expect_image_tokens=a.fast_v_image_token_length, legacy_flags=bool(a.use_fast_v),
         register_datasets=tuple(a.register_dataset))
+
+
+# PruneConfig field -> the flag that sets it, for its error messages
+_FIELD_FLAGS = {"ratio": "--prune-ratio", "layer": "--prune-layer", "step": "--prune-step", "seed": "--prune-seed",
+                "scorer": "--prune-scorer", "positions": "--prune-positions", "score_dtype": "--score-dtype"}
+
+
+def _flag_names(msg: str) -> str:
+    """A PruneConfig message in terms of flags (``step has no effect`` -> ``--prune-step has no effect``)."""
+    first = msg.split(" ", 1)[0]
+    if first in _FIELD_FLAGS:
+        msg = _FIELD_FLAGS[first] + msg[len(first):]
+    if "option" in msg:
+        msg += " (set options with --prune-option KEY=VALUE)"
+    return msg
 
 
 def parse_flags(argv: Sequence[str]) -> Tuple[EvalSetting, List[str], argparse.Namespace]:

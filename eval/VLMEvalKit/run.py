@@ -82,10 +82,42 @@ def _check_static(args, setting, ours):
         raise LaunchError(f"unknown dataset(s) {unknown}: not a VLMEvalKit name and no $LMUData/<name>.tsv")
     for base in dict.fromkeys(ours):
         try:
-            layers, _ = checkpoint_layers(base, setting.model_path)
+            layers, _, n_fixed = checkpoint_layers(base, setting.model_path)
+            if setting.budget is not None:
+                setting = solve_budget(setting, layers, n_fixed)
+                note(f"--prune-budget {setting.budget:g}: {base} runs {setting.prune.method} at ratio "
+                     f"{setting.prune.ratio:g} ({setting.prune.tag()})")
             setting.prune.check_model(layers)
         except ValueError as e:
             raise LaunchError(f"{base}: {e}") from None
+    return setting
+
+
+NOMINAL_N = 1000  # N for a fractional budget on models whose image token count varies: plans scale with N
+
+
+def solve_budget(setting, num_layers: int, n_fixed):
+    """The setting with the ratio that meets ``--prune-budget`` (average image tokens per layer)."""
+    import dataclasses
+
+    from SequentialPrune import PruneConfig
+
+    b = setting.budget
+    n = setting.budget_n_image or n_fixed
+    if b > 1 and n is None:
+        raise ValueError(f"--prune-budget {b:g} is a token count, but this model's image token count varies: "
+                         "give --budget-n-image N, or a fraction of N (<= 1)")
+    n = n or NOMINAL_N
+    target = b if b > 1 else b * n
+    fixed = {k: v for k, v in setting.prune.to_dict().items()
+             if k in ("layer", "step", "scorer", "seed", "cache_mode", "score_dtype", "positions", "options")}
+    if fixed.get("scorer") == setting.prune.spec.scorer:
+        fixed.pop("scorer")
+    if not setting.prune.schedule_obj.uses_layer:
+        fixed.pop("layer", None)
+    cfg = PruneConfig.for_budget(setting.prune.method, target, n, num_layers,
+                                 **{k: v for k, v in fixed.items() if v is not None})
+    return dataclasses.replace(setting, prune=cfg)
 
 
 def _register(args, setting, ours, work_dir) -> set:
@@ -139,7 +171,7 @@ def main(argv=None) -> int:
         if not args.data or not args.model:
             raise LaunchError("give --data and --model")
         ours = _resolve_models(args, setting, ns)
-        _check_static(args, setting, ours)
+        setting = _check_static(args, setting, ours)
         unknown = [m for m in args.model if m not in ours and m not in vrun.supported_VLM and not args.base_url]
         if unknown:
             raise LaunchError(f"unknown model(s) {unknown}")

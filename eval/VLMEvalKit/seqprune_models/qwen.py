@@ -1,0 +1,50 @@
+"""Qwen2-VL / Qwen2.5-VL with VLMEvalKit's Qwen2-VL prompts."""
+from __future__ import annotations
+
+from vlmeval.vlm.qwen2_vl.model import Qwen2VLChat
+from vlmeval.vlm.qwen2_vl.prompt import Qwen2VLPromptMixin
+
+from SequentialPrune import PruneConfig
+
+from sample_stats import STATS_DIR
+
+from .common import PrunedGenerationMixin
+
+
+class QwenVLSeqPrune(PrunedGenerationMixin, Qwen2VLChat):
+    """Qwen2-VL / Qwen2.5-VL with VLMEvalKit's Qwen2-VL prompts (``Qwen2VLPromptMixin``)."""
+
+    INSTALL_REQ = False
+    INTERLEAVE = True
+    VIDEO_LLM = False
+    MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
+                     "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+
+    def __init__(self, model_path="Qwen/Qwen2-VL-2B-Instruct", *, prune: PruneConfig, attn_impl="sdpa",
+                 stats_dir=STATS_DIR, model_name="qwen2vl_seqprune", max_new_tokens=None,
+                 expect_sys_length=None, expect_image_tokens=None, min_pixels=None, max_pixels=None,
+                 use_custom_prompt=True, system_prompt=None, **kwargs):
+        # Qwen2VLChat.__init__ needs nvidia-smi and flash-attn; set what its prompt methods read instead.
+        Qwen2VLPromptMixin.__init__(self, use_custom_prompt=use_custom_prompt)
+        self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, None
+        self.fps, self.nframe, self.FRAME_FACTOR = 2, 128, 2
+        self.system_prompt, self.verbose, self.post_process = system_prompt, False, False
+        self.use_audio_in_video = self.use_vllm = self.use_lmdeploy = False
+        self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
+                          expect_sys_length, expect_image_tokens)
+
+    def generate_inner(self, message, dataset=None):
+        from qwen_vl_utils import process_vision_info
+
+        messages = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": self._prepare_content(message, dataset=dataset)})
+        text = self.processor.apply_chat_template([messages], tokenize=False, add_generation_prompt=True)
+        images, videos = process_vision_info([messages])[:2]
+        inputs = self.processor(text=text, images=images, videos=videos, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.dtype)
+        return self._decode(self._generate(inputs, dataset))
