@@ -24,11 +24,15 @@ from flags import parse_flags  # noqa: E402
 from SequentialPrune import PruneConfig  # noqa: E402
 from scripts.synthetic_lmudata import synthetic_dataset_names, write_synthetic_benchmarks  # noqa: E402
 from scripts.tiny_checkpoints import build_tiny_llava, build_tiny_qwen2vl  # noqa: E402
+from scripts.tiny_families import BUILDERS as NEW_FAMILIES  # noqa: E402
 
 N = 6                      # rows per synthetic dataset
 LAYERS = 12                # decoder layers of both tiny models
-IMAGE_TOKENS = {"llava_seqprune": 64, "qwen2vl_seqprune": 16, "qwen2_5vl_seqprune": 16}  # 112 px images
+# image tokens of the synthetic 112 px images (OneVision: base + 2x2 tiles + newlines; InternVL: 2x2 tiles + thumbnail)
+IMAGE_TOKENS = {"llava_seqprune": 64, "qwen2vl_seqprune": 16, "qwen2_5vl_seqprune": 16, "qwen3vl_seqprune": 16,
+                "llava_onevision_seqprune": 88, "internvl_seqprune": 80}
 QWEN_PIXELS = ["--min-pixels", "12544", "--max-pixels", "12544"]  # keep Qwen at 112x112 -> 16 tokens
+QWEN3_PIXELS = ["--min-pixels", "16384", "--max-pixels", "16384"]  # Qwen3-VL (patch 16): 128x128 -> 16 tokens
 NAMES = synthetic_dataset_names()  # kind -> dataset name
 KIND_FLAG = {"MCQ": "mcq", "YN": "yn", "VQA": "vqa"}
 EVAL_SUFFIX = {"MCQ": "_acc.csv", "YN": "_score.csv", "VQA": "_acc.csv"}
@@ -42,10 +46,11 @@ class Env:
     qwen2_5: Path
     lmudata: Path
     env: Dict[str, str]
+    new: Dict[str, Path]
 
     def path_of(self, model: str) -> Path:
-        return {"llava": self.llava, "qwen2vl": self.qwen, "qwen2_5vl": self.qwen2_5}[model.split("_seqprune")[0]] \
-            if "_seqprune" in model else self.llava
+        paths = {"llava": self.llava, "qwen2vl": self.qwen, "qwen2_5vl": self.qwen2_5, **self.new}
+        return paths[model.split("_seqprune")[0]] if "_seqprune" in model else self.llava
 
     def args(self, model: str, kinds: List[str], work_dir: Path, *flags: str, path=None) -> List[str]:
         reg = [x for k in NAMES for x in ("--register-dataset", f"{NAMES[k]}={KIND_FLAG[k]}")]
@@ -59,9 +64,10 @@ def eval_env(tmp_path_factory) -> Env:
     llava = build_tiny_llava(root / "tiny-llava", num_layers=LAYERS)
     qwen = build_tiny_qwen2vl(root / "tiny-qwen2vl", num_layers=LAYERS)
     qwen2_5 = build_tiny_qwen2vl(root / "tiny-qwen2_5vl", num_layers=LAYERS, qwen2_5=True)
+    new = {name: Path(build(root / f"tiny-{name}", num_layers=LAYERS)) for name, build in NEW_FAMILIES.items()}
     lmudata = root / "LMUData"
     write_synthetic_benchmarks(lmudata, n=N)
-    return Env(root, Path(llava), Path(qwen), Path(qwen2_5), lmudata, subprocess_env(lmudata))
+    return Env(root, Path(llava), Path(qwen), Path(qwen2_5), lmudata, subprocess_env(lmudata), new)
 
 
 ALL = ["MCQ", "YN", "VQA"]
@@ -81,6 +87,15 @@ GRID = {
     # Qwen2.5-VL uses the datasets' own prompts (as VLMEvalKit's entry of that name does).
     "qwen2_5_seq": ("qwen2_5vl_seqprune", PruneConfig("sequential", 0.5, 2),
                     ["--prune-ratio", "0.5", *QWEN_PIXELS], 1, ["MCQ", "YN"]),
+    # the newer families, each with one of the newer methods (K <= 2 on Qwen3-VL goes through DeepStack)
+    "qwen3_dart": ("qwen3vl_seqprune", PruneConfig("dart", 0.5, 1, options={"image_pivots": 2, "text_pivots": 2}),
+                   ["--prune-method", "dart", "--prune-ratio", "0.5", "--prune-layer", "1", "--prune-option",
+                    "image_pivots=2", "--prune-option", "text_pivots=2", *QWEN3_PIXELS], 1, ALL),
+    "onevision_pdrop": ("llava_onevision_seqprune", PruneConfig("pdrop", 0.875, options={"stages": (2, 5, 8)}),
+                        ["--prune-method", "pdrop", "--prune-option", "stages=2,5,8"], 1, ["MCQ", "VQA"]),
+    "internvl_divprune_2proc": ("internvl_seqprune", PruneConfig("divprune", 0.75),
+                                ["--prune-method", "divprune", "--prune-ratio", "0.75"], 2, ["MCQ", "YN"]),
+    "llava_spatial": ("llava_seqprune", PruneConfig("spatial", 0.75), ["--prune-method", "spatial"], 1, ["VQA"]),
 }
 
 

@@ -44,7 +44,7 @@ def _judge_configured(args) -> bool:
 
 def _resolve_models(args, setting, ns):
     """Our base model names in args.model (original names mapped when the original flags are used)."""
-    from seqprune_models import MODELS, ORIGINAL_MODEL_NAMES
+    from seqprune_models import MODELS, ORIGINAL_MODEL_NAMES, PIXEL_LIMITED
 
     names = list(args.model or [])
     if setting.legacy_flags:
@@ -60,7 +60,7 @@ def _resolve_models(args, setting, ns):
         raise LaunchError(f"{', '.join(given)} apply to our models ({', '.join(MODELS)}), and --model names none")
     if len(set(ours)) > 1 and setting.model_path:
         raise LaunchError("--model-path with several of our models is ambiguous; run them one at a time")
-    if (setting.min_pixels or setting.max_pixels) and not any(MODELS[n].family == "qwen" for n in ours):
+    if (setting.min_pixels or setting.max_pixels) and not any(MODELS[n].family in PIXEL_LIMITED for n in ours):
         raise LaunchError("--min-pixels/--max-pixels apply to Qwen models only")
     return ours
 

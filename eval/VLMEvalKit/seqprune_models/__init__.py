@@ -16,8 +16,11 @@ from SequentialPrune import PruneConfig
 from sample_stats import STATS_DIR
 
 from .common import default_device, default_dtype  # noqa: F401  (used by run.py)
+from .internvl import InternVLSeqPrune
 from .llava import LlavaSeqPrune
+from .onevision import LlavaOnevisionSeqPrune
 from .qwen import QwenVLSeqPrune
+from .qwen3 import Qwen3VLSeqPrune
 
 # ----------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
@@ -29,7 +32,9 @@ class ModelSpec:
     vlmeval_twin: Optional[str] = None  # VLMEvalKit entry whose image settings we inherit
 
 
-FAMILIES = {"llava": LlavaSeqPrune, "qwen": QwenVLSeqPrune}
+FAMILIES = {"llava": LlavaSeqPrune, "qwen": QwenVLSeqPrune, "qwen3": Qwen3VLSeqPrune,
+            "onevision": LlavaOnevisionSeqPrune, "internvl": InternVLSeqPrune}
+PIXEL_LIMITED = ("qwen", "qwen3")  # families whose image size --min-pixels/--max-pixels bound
 
 MODELS: Dict[str, ModelSpec] = {
     "llava_seqprune": ModelSpec("llava", "llava-hf/llava-1.5-7b-hf", 32),
@@ -37,6 +42,13 @@ MODELS: Dict[str, ModelSpec] = {
     "qwen2vl_seqprune": ModelSpec("qwen", "Qwen/Qwen2-VL-2B-Instruct", 28, "Qwen2-VL-2B-Instruct"),
     "qwen2vl_seqprune_7b": ModelSpec("qwen", "Qwen/Qwen2-VL-7B-Instruct", 28, "Qwen2-VL-7B-Instruct"),
     "qwen2_5vl_seqprune": ModelSpec("qwen", "Qwen/Qwen2.5-VL-7B-Instruct", 28, "Qwen2.5-VL-7B-Instruct"),
+    "qwen3vl_seqprune": ModelSpec("qwen3", "Qwen/Qwen3-VL-8B-Instruct", 36, "Qwen3-VL-8B-Instruct"),
+    "qwen3vl_seqprune_2b": ModelSpec("qwen3", "Qwen/Qwen3-VL-2B-Instruct", 28, "Qwen3-VL-2B-Instruct"),
+    "qwen3vl_moe_seqprune": ModelSpec("qwen3", "Qwen/Qwen3-VL-30B-A3B-Instruct", 48, "Qwen3-VL-30B-A3B-Instruct"),
+    "llava_onevision_seqprune": ModelSpec("onevision", "llava-hf/llava-onevision-qwen2-7b-ov-hf", 28),
+    "llava_onevision_seqprune_0.5b": ModelSpec("onevision", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", 24),
+    "internvl_seqprune": ModelSpec("internvl", "OpenGVLab/InternVL3-8B-hf", 28),
+    "internvl_seqprune_2b": ModelSpec("internvl", "OpenGVLab/InternVL3-2B-hf", 28),
 }
 
 # The original research commands named VLMEvalKit's stock models; with --use-fast-v they mean ours.
@@ -70,7 +82,7 @@ def model_kwargs(base: str, setting, run_dir: str) -> dict:
               attn_impl=setting.attn_impl, stats_dir=str(Path(run_dir) / STATS_DIR),
               model_name=registered_name(base, setting.prune), max_new_tokens=setting.max_new_tokens,
               expect_sys_length=setting.expect_sys_length, expect_image_tokens=setting.expect_image_tokens)
-    if spec.family == "qwen":
+    if spec.family in PIXEL_LIMITED:
         for key in ("min_pixels", "max_pixels"):
             if getattr(setting, key) is not None:
                 kw[key] = getattr(setting, key)

@@ -1,0 +1,56 @@
+"""Qwen3-VL (dense and MoE) with VLMEvalKit's Qwen3-VL prompts (``Qwen3VLPromptMixin``)."""
+from __future__ import annotations
+
+from vlmeval.vlm.qwen3_vl.model import Qwen3VLChat
+from vlmeval.vlm.qwen3_vl.prompt import Qwen3VLPromptMixin
+
+from SequentialPrune import PruneConfig
+
+from sample_stats import STATS_DIR
+
+from .common import PrunedGenerationMixin
+
+
+class Qwen3VLSeqPrune(PrunedGenerationMixin, Qwen3VLChat):
+    """Qwen3-VL: VLMEvalKit's prompts and image preparation (patch 16; OCRBench's own min_pixels), greedy
+    decoding. Loading and generation are ours: ``Qwen3VLChat.__init__`` asks for nvidia-smi and flash-attn."""
+
+    INSTALL_REQ = False
+    INTERLEAVE = True
+    VIDEO_LLM = False
+    MODEL_CLASSES = {"qwen3_vl": "Qwen3VLForConditionalGeneration",
+                     "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
+
+    def __init__(self, model_path="Qwen/Qwen3-VL-8B-Instruct", *, prune: PruneConfig, attn_impl="sdpa",
+                 stats_dir=STATS_DIR, model_name="qwen3vl_seqprune", max_new_tokens=None,
+                 expect_sys_length=None, expect_image_tokens=None, min_pixels=None, max_pixels=None,
+                 use_custom_prompt=True, system_prompt=None, **kwargs):
+        Qwen3VLPromptMixin.__init__(self, use_custom_prompt=use_custom_prompt)
+        self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, None
+        self.fps, self.nframe, self.FRAME_FACTOR = 2, 128, 2
+        self.system_prompt, self.verbose, self.post_process = system_prompt, False, False
+        self.use_audio_in_video = self.use_vllm = self.use_lmdeploy = False
+        self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
+                          expect_sys_length, expect_image_tokens)
+
+    def generate_inner(self, message, dataset=None):
+        from qwen_vl_utils import process_vision_info
+
+        messages = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": self._prepare_content(message, dataset=dataset)})
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        images, videos, video_kwargs = process_vision_info(messages, image_patch_size=16, return_video_kwargs=True,
+                                                           return_video_metadata=True)
+        metadata = None
+        if videos is not None:
+            videos, metadata = (list(x) for x in zip(*videos))
+        # qwen_vl_utils already resized to multiples of 32: the processor must not resize again
+        inputs = self.processor(text=text, images=images, videos=videos, video_metadata=metadata, do_resize=False,
+                                return_tensors="pt", **(video_kwargs or {}))
+        inputs = inputs.to(self.device)
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in inputs:
+                inputs[key] = inputs[key].to(self.dtype)
+        return self._decode(self._generate(inputs, dataset))
