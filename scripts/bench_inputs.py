@@ -7,6 +7,7 @@ tower runs and the decoder sees the real number of image tokens.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -65,19 +66,57 @@ def llava_next_layout(cfg, images: int, size, gen):
 
 def llava_next_tokens(h: int, w: int, scale_h: int, scale_w: int, grid: int) -> int:
     """Image tokens of one LLaVA-NeXT image: the processor's arithmetic (base + unpadded tiles + newlines)."""
-    cur_h, cur_w = grid * scale_h, grid * scale_w
+    cur_h, cur_w = _unpadded(h, w, grid * scale_h, grid * scale_w)
+    return grid * grid + cur_h * cur_w + cur_h
+
+
+@register_layout("llava_onevision")
+def onevision_layout(cfg, images: int, size, gen):
+    """LLaVA-OneVision anyres_max_9: base view + tiles of the best pinpoint, unpadded, bilinear-shrunk when over
+    9 tiles' worth, a newline per row (1485 tokens at 384x384 for the 7B's SigLIP 384/14)."""
+    v = cfg.vision_config
+    side, patch = v.image_size, v.patch_size
+    h, w = size or (768, 768)
+    best_h, best_w = select_best_resolution((h, w), cfg.image_grid_pinpoints)
+    tiles = (best_h // side) * (best_w // side)
+    pix = torch.randn(images, 1 + tiles, 3, side, side, generator=gen)
+    grid = side // patch
+    cur_h, cur_w = _unpadded(h, w, grid * (best_h // side), grid * (best_w // side))
+    ratio = math.sqrt(cur_h * cur_w / (9 * grid ** 2))
+    if ratio > 1.1:
+        cur_h, cur_w = int(cur_h // ratio), int(cur_w // ratio)
+    return ({"pixel_values": pix, "image_sizes": torch.tensor([[h, w]] * images)},
+            grid * grid + cur_h * (cur_w + 1), (h, w), ([], []))
+
+
+@register_layout("internvl")
+def internvl_layout(cfg, images: int, size, gen):
+    """InternVL: 448 px tiles, each ``image_seq_length`` (256) tokens after pixel shuffle; several tiles get a
+    thumbnail tile too."""
+    v = cfg.vision_config
+    side = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
+    h, w = size or (side, side)
+    tiles = max(1, round(h / side)) * max(1, round(w / side))
+    tiles += tiles > 1
+    pix = torch.randn(images * tiles, 3, side, side, generator=gen)
+    return {"pixel_values": pix}, tiles * cfg.image_seq_length, (h, w), ([], [])
+
+
+def _unpadded(h: int, w: int, cur_h: int, cur_w: int) -> Tuple[int, int]:
+    """The tile map's size after ``unpad_image`` removes the padding of an h x w image."""
     if w / h > cur_w / cur_h:
         new_h = int(round(h * (cur_w / w), 7))
         cur_h -= ((cur_h - new_h) // 2) * 2
     else:
         new_w = int(round(w * (cur_h / h), 7))
         cur_w -= ((cur_w - new_w) // 2) * 2
-    return grid * grid + cur_h * cur_w + cur_h
+    return cur_h, cur_w
 
 
-@register_layout("qwen2_vl", "qwen2_5_vl")
+@register_layout("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 def qwen_layout(cfg, images: int, size, gen):
-    """Qwen2-VL: native resolution; (h/14)(w/14) patches merged 2x2 into tokens, framed by vision start/end."""
+    """Qwen2-VL and successors: native resolution; (h/p)(w/p) patches (p = 14, or 16 for Qwen3-VL) merged 2x2
+    into tokens, framed by vision start/end."""
     v = cfg.vision_config
     unit = v.patch_size * v.spatial_merge_size
     h, w = size or (448, 448)

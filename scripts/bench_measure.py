@@ -22,8 +22,12 @@ from SequentialPrune import adapter_for
 VISION_MODULES: Dict[str, Tuple[str, ...]] = {
     "llava": ("vision_tower", "multi_modal_projector"),
     "llava_next": ("vision_tower", "multi_modal_projector"),
+    "llava_onevision": ("vision_tower", "multi_modal_projector"),
+    "internvl": ("vision_tower", "multi_modal_projector"),
     "qwen2_vl": ("visual",),
     "qwen2_5_vl": ("visual",),
+    "qwen3_vl": ("visual",),
+    "qwen3_vl_moe": ("visual",),
 }
 
 

@@ -36,11 +36,35 @@ def register_score_only() -> None:
                                defaults=dict(ratio=0.75, layer=2, step=0.1)))
 
 
-def core_config(method: str, ratio: float, layer: int, step: float, **kw) -> PruneConfig:
-    """``PruneConfig`` of a benchmark row: the grid's step only where the method's schedule has one."""
-    if SCHEDULES[METHODS[method].schedule].uses_step:
+def grid_fields(method: str, layer: Optional[int], step: Optional[float], options: Optional[dict] = None,
+                **kw) -> dict:
+    """``PruneConfig`` keywords (ratio aside) of a grid point: the grid's layer, step and options only where the
+    method has them (PyramidDrop's and custom schedules' layers are their options; ``layer=None`` keeps the
+    method's own K), so one grid serves every method."""
+    schedule = SCHEDULES[METHODS[method].schedule]
+    if schedule.uses_step and step is not None:
         kw["step"] = step
-    return PruneConfig(method, ratio=ratio, layer=layer, **kw)
+    if schedule.uses_layer and layer is not None:
+        kw["layer"] = layer
+    names = set(_option_names(method, kw.get("scorer")))
+    if options and names & set(options):
+        kw["options"] = {k: v for k, v in options.items() if k in names}
+    return kw
+
+
+def core_config(method: str, ratio: Optional[float], layer: Optional[int], step: Optional[float],
+                options: Optional[dict] = None, **kw) -> PruneConfig:
+    """``PruneConfig`` of a grid point (see :func:`grid_fields`)."""
+    return PruneConfig(method, ratio=ratio, **grid_fields(method, layer, step, options, **kw))
+
+
+def _option_names(method: str, scorer: Optional[str] = None):
+    from dataclasses import fields as dc_fields
+
+    from SequentialPrune import SCORERS
+    m = METHODS[method]
+    for cls in (SCHEDULES[m.schedule], SCORERS[scorer or m.scorer]):
+        yield from (f.name for f in dc_fields(cls) if f.name != "seed")
 
 
 @dataclass(frozen=True)
@@ -59,12 +83,12 @@ class Method:
 
 BENCH_METHODS: Dict[str, Method] = {
     "none": Method(None, "the stock model, no hooks: the unpruned baseline"),
-    "fastv": Method("fastv", "FastV: drop R of the image tokens before layer K"),
-    "sequential": Method("sequential", "Sequential Prune: drop a further `step` of N before each layer from K on"),
     "score_only": Method("score_only", "computes every score Sequential Prune needs, drops nothing"),
     "original": Method("sequential", "Sequential Prune run like the original code: eager attention, no KV "
                        "cache, re-selection at every generated token", attn="eager", cache_mode="recompute",
                        slow=True),
+    # every method of the library, as it is
+    **{name: Method(name, m.summary) for name, m in METHODS.items() if name != "none"},
 }
 
 
@@ -91,21 +115,25 @@ class Setting:
     def label(self) -> str:
         c = self.config
         base = self.method if c is None else f"{self.method} K={c.layer} R={c.ratio:g}"
+        if c is not None and c.options:
+            base += " " + " ".join(f"{k}={v}" for k, v in c.options)
         if c is not None and c.schedule_name.startswith("stepwise"):
             base += f" step={c.step:g}"
         return base + (f" @{self.budget:g}" if self.budget is not None else "") + f" [{self.attn}]"
 
 
-def expand(methods: Sequence[str], attns: Sequence[str], ratios: Sequence[float], layers: Sequence[int],
-           step: float, budgets: Optional[Sequence[float]], n_image: int, num_layers: int) -> List[Setting]:
-    """The grid: per attention and method, each (K, R), or each (K, budget) when budgets are given."""
+def expand(methods: Sequence[str], attns: Sequence[str], ratios: Sequence[float], layers: Sequence[Optional[int]],
+           step: float, budgets: Optional[Sequence[float]], n_image: int, num_layers: int,
+           options: Optional[dict] = None) -> List[Setting]:
+    """The grid: per attention and method, each (K, R), or each (K, budget) when budgets are given.
+    A K of None is each method's own; ``options`` go to the methods that have them."""
     register_score_only()
     out, seen = [], set()
     for attn in attns:
         for name in methods:
             m = BENCH_METHODS[name]
             a = m.attn or attn
-            for s in _method_settings(name, m, a, ratios, layers, step, budgets, n_image, num_layers):
+            for s in _method_settings(name, m, a, ratios, layers, step, budgets, n_image, num_layers, options):
                 key = (s.method, s.attn, s.config, s.budget)
                 if key not in seen:  # forced-attention methods would repeat per --attn
                     seen.add(key)
@@ -113,36 +141,40 @@ def expand(methods: Sequence[str], attns: Sequence[str], ratios: Sequence[float]
     return out
 
 
-def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_image, num_layers):
+def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_image, num_layers, options):
     if not m.takes_ratio:
         yield Setting(name, attn)
         return
     for k in layers:
+        fields = dict(cache_mode=m.cache_mode)
+        try:
+            fields = grid_fields(m.core, k, step, options, cache_mode=m.cache_mode)
+        except ValueError:
+            pass
         if budgets:
             for b in budgets:
-                yield _solve(name, m, attn, b, k, step, n_image, num_layers)
+                yield _solve(name, attn, m.core, b, fields, n_image, num_layers)
             continue
         for r in ratios:
             try:
-                cfg = core_config(m.core, r, k, step, cache_mode=m.cache_mode)
+                cfg = PruneConfig(m.core, ratio=r, **fields)
                 cfg.check_model(num_layers)
                 yield Setting(name, attn, cfg)
             except ValueError as e:
-                yield Setting(name, attn, _quiet_config(m, r, k, step), status="invalid", note=str(e))
+                yield Setting(name, attn, _quiet_config(m.core, r, fields), status="invalid", note=str(e))
 
 
-def _solve(name, m: Method, attn, budget, k, step, n_image, num_layers) -> Setting:
+def _solve(name, attn, core, budget, fields, n_image, num_layers) -> Setting:
     """``PruneConfig.for_budget``; a budget no R reaches is kept as an 'unreachable' row."""
     try:
-        extra = {"step": step} if SCHEDULES[METHODS[m.core].schedule].uses_step else {}
-        cfg = PruneConfig.for_budget(m.core, budget, n_image, num_layers, layer=k, cache_mode=m.cache_mode, **extra)
+        cfg = PruneConfig.for_budget(core, budget, n_image, num_layers, **fields)
         return Setting(name, attn, cfg, budget=budget)
     except ValueError as e:
-        return Setting(name, attn, _quiet_config(m, 0.0, k, step), budget=budget, status="unreachable", note=str(e))
+        return Setting(name, attn, _quiet_config(core, 0.0, fields), budget=budget, status="unreachable", note=str(e))
 
 
-def _quiet_config(m: Method, r, k, step) -> Optional[PruneConfig]:
+def _quiet_config(core, r, fields) -> Optional[PruneConfig]:
     try:
-        return core_config(m.core, r, k, step, cache_mode=m.cache_mode)
+        return PruneConfig(core, ratio=r, **fields)
     except ValueError:
         return None

@@ -1,4 +1,4 @@
-"""Benchmark visual-token pruning: speed, memory, KV cache and FLOPs of none / fastv / sequential / ...
+"""Benchmark visual-token pruning: speed, memory, KV cache and FLOPs of every method (none, fastv, sequential, ...)
 
 Builds full-size models from configs with random weights (or loads real ones with
 ``--model-path``), feeds synthetic prompts with the real image-token layout, and
@@ -51,7 +51,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model-path", help="load real weights from this folder or hub id instead of a preset")
     ap.add_argument("--methods", nargs="+", default=["none", "fastv", "sequential"], choices=list(BENCH_METHODS))
     ap.add_argument("--ratios", nargs="+", type=float, default=[0.5, 0.75, 0.9], help="pruning ratios R")
-    ap.add_argument("--layers", nargs="+", type=int, default=[2], help="first pruned layers K")
+    ap.add_argument("--layers", nargs="+", type=_layer, default=[2],
+                    help="first pruned layers K; 'paper' = each method's own (e.g. 0 for divprune, 8 for pdrop)")
+    ap.add_argument("--prune-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                    help="schedule/scorer options for the methods that have them, e.g. stages=2,8,16 (pdrop), "
+                         "schedule=2:0.5,6:0.25 (custom; needed to run custom), image_pivots=4 (dart)")
     ap.add_argument("--step", type=float, default=0.1, help="stepwise schedules' step (fraction of N)")
     ap.add_argument("--budget", nargs="+", type=float,
                     help="average image tokens per layer (absolute); solves R per method instead of --ratios")
@@ -76,6 +80,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="measure nothing: redraw <out>/<name>.png from saved JSON files (all their panels)")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
+
+
+def _layer(text: str):
+    return None if text == "paper" else int(text)
+
+
+def _option(text: str):
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, int(value)
+    except ValueError:
+        return key, value
 
 
 def _progress(disable: bool):
@@ -270,7 +288,7 @@ def main(argv=None) -> dict:
         bench.label, dtype = label, model.dtype
         layout = make_layout(model, images, size, args.text_tokens, args.batch, args.seed)
         settings = expand(args.methods, args.attn, args.ratios, args.layers, args.step, args.budget,
-                          layout.n_image_tokens, bench.num_layers)
+                          layout.n_image_tokens, bench.num_layers, dict(args.prune_option))
         bar.total = (bar.total or 0) + _runs(settings, args)
         bar.refresh()
         rows += bench.block(layout, settings, bar)

@@ -146,14 +146,36 @@ def test_budget_rows_report_solved_ratio(tmp_path):
     assert "**unreachable**" in md
 
 
-@pytest.mark.parametrize("preset", ["tiny-qwen2-vl", "tiny-llava-next"])
+TOKENS = {"tiny-qwen2-vl": 16, "tiny-llava-next": 56, "tiny-qwen3-vl": 16, "tiny-onevision": 88, "tiny-internvl": 80}
+
+
+@pytest.mark.parametrize("preset", list(TOKENS))
 def test_other_layouts(preset, tmp_path):
     report = benchmark.main(["--preset", preset, "--methods", "none", "sequential", "--ratios", "0.75",
                              "--out", str(tmp_path), "--no-plot", "--repeats", "1", "--warmup", "0",
                              "--new-tokens", "2", "--threads", "1", "--no-progress"])
     for r in report["rows"]:
         assert r["status"] == "ok" and r["kv_bytes"] == r["kv_bytes_expected"]
-        assert r["n_image_tokens"] == {"tiny-qwen2-vl": 16, "tiny-llava-next": 56}[preset]
+        assert r["n_image_tokens"] == TOKENS[preset]
+
+
+def test_every_method_at_equal_budgets(tmp_path):
+    """Each method at its paper's K, with the budget solved per method: FLOPs, tokens and KV bytes agree."""
+    methods = [m for m in METHODS if m not in ("none", "score_only")]  # score_only: the benchmark's own
+    report = benchmark.main(["--preset", "tiny-llava", "--methods", "none", *methods, "--budget", "40",
+                             "--layers", "paper", "--prune-option", "stages=2,5,8", "--prune-option",
+                             "schedule=1:0.6,4:0.3", "--out", str(tmp_path), "--no-plot", "--repeats", "1",
+                             "--warmup", "0", "--new-tokens", "2", "--threads", "1", "--no-progress"])
+    rows = {r["method"]: r for r in report["rows"]}
+    assert set(rows) == {"none", *methods}
+    for m in methods:
+        r = rows[m]
+        assert r["status"] == "ok", (m, r["note"])
+        cfg = PruneConfig.from_dict(r["config"])
+        assert cfg.layer == (PruneConfig(m, options={"schedule": "1:0.6,4:0.3"}) if m == "custom" else
+                             PruneConfig(m, options={"stages": (2, 5, 8)}) if m == "pdrop" else PruneConfig(m)).layer
+        assert r["avg_image_tokens"] == cfg.average_image_tokens(64, 12) <= 40
+        assert r["kv_bytes"] == r["kv_bytes_expected"] and r["flops"]["ratio"] < 1
 
 
 def test_expected_cache_bytes_handles_gqa_and_dtype():
