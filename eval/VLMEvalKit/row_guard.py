@@ -33,18 +33,35 @@ from run_files import FAILURES_DIR, RETRIED_FAIL_MSG, safe_name
 FAILED_PREFIX = f"{RETRIED_FAIL_MSG} [seqprune] row failed:"
 # A stand-in prompt for a row whose real prompt could not be built; generate() never runs the model on it.
 PLACEHOLDER = [dict(type="text", value="(seqprune: this row failed before generation)")]
+# Written over a blank question when the dataset loads: VLMEvalKit's MCQ scoring calls string functions on
+# every row's question and would fail the whole dataset on the NaN a blank cell reads back as.
+EMPTY_QUESTION = "(empty question: seqprune records this row as failed)"
 
 
 def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
+def _blank(q) -> bool:
+    return q is None or (isinstance(q, float) and math.isnan(q)) or not str(q).strip() or q == EMPTY_QUESTION
+
+
 def empty_question(line) -> bool:
     """True if the row has a question column whose value is missing or blank."""
     if not hasattr(line, "get") or "question" not in line:
         return False
-    q = line.get("question")
-    return q is None or (isinstance(q, float) and math.isnan(q)) or not str(q).strip()
+    return _blank(line.get("question"))
+
+
+def mark_empty_questions(dataset) -> int:
+    """Replace blank questions of a built VLMEvalKit dataset by :data:`EMPTY_QUESTION`; return how many."""
+    data = getattr(dataset, "data", None)
+    if data is None or "question" not in getattr(data, "columns", ()):
+        return 0
+    blank = [_blank(q) for q in data["question"]]
+    if any(blank):
+        data["question"] = [EMPTY_QUESTION if b else q for q, b in zip(data["question"], blank)]
+    return sum(blank)
 
 
 def _reason(e: BaseException) -> str:

@@ -307,10 +307,16 @@ def main(argv=None) -> int:
         except io_errors.WriteFailed as e:
             print(f"run.py: error: {e.line()}", file=sys.stderr)
             return 2
+        except OSError as e:
+            if not io_errors.is_write_error(e):
+                raise
+            print(f"run.py: error: {io_errors.WriteFailed(e.filename, e).line()}", file=sys.stderr)
+            return 2
         if int(os.environ.get("WORLD_SIZE", 1)) > 1:
             from dist_fallback import install_gloo_fallback
             install_gloo_fallback()
-        vlmeval_hooks.install(vrun, functools.partial(_dataset_done, registered, work_dir, args.mode))
+        vlmeval_hooks.install(vrun, functools.partial(_dataset_done, registered, work_dir, args.mode),
+                              mark_empty_questions=set(args.model) <= registered)
         try:
             vrun.run_task(args)
         except io_errors.WriteFailed as e:

@@ -6,6 +6,8 @@
 * Inference, status writes and evaluation run under ``io_errors.guard``: a
   full disk or read-only folder stops the run with one line instead of
   VLMEvalKit logging a traceback per dataset and going on.
+* Blank questions of each built dataset are marked (``row_guard``), so the
+  row fails alone instead of VLMEvalKit's MCQ scoring failing the dataset.
 
 The names are replaced in ``vlmeval.run``'s namespace, which is where
 ``run_local_mode`` looks them up.
@@ -19,7 +21,10 @@ from typing import Callable
 from io_errors import WriteFailed, guard
 
 
-def install(vrun, on_done: Callable[[str, str, str], None]) -> None:
+def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions: bool = True) -> None:
+    """Install the hooks; ``mark_empty_questions`` only when every model of the launch is ours (row_guard)."""
+    from row_guard import mark_empty_questions as mark
+
     if getattr(vrun, "_seqprune_hooks", False):
         return
     # A full disk also fails VLMEvalKit's log file; logging would print a traceback per message.
@@ -46,6 +51,8 @@ def install(vrun, on_done: Callable[[str, str, str], None]) -> None:
         ds = build(*args, **kwargs)
         if ds is not None and hasattr(ds, "evaluate"):
             ds.evaluate = guard(ds.evaluate)
+        if ds is not None and mark_empty_questions:
+            mark(ds)
         return ds
 
     vrun.upsert_dataset_status = upsert_dataset_status
