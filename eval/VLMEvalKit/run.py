@@ -237,8 +237,8 @@ def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
             if problem.startswith("failed rows"):
                 examples = "; ".join(failure_examples(run_dir, ds))
                 answers.append(f"FAILED ROWS: {model} x {ds}: {problem} ({examples}; all in "
-                               f"{run_dir / 'seqprune_failures'}). Fix those rows and rerun the same command: "
-                               "only the failed rows are generated again")
+                               f"{run_dir / 'seqprune_failures'}). Rerun the same command to retry only those "
+                               "rows; after fixing the TSV, add --reuse-despite-changes to keep the other rows")
             else:
                 answers.append(f"EMPTY ANSWERS: {model} x {ds}: {problem}")
     for line in bad:
