@@ -41,6 +41,7 @@ from scripts.synthetic_lmudata import write_synthetic_benchmarks  # noqa: E402
 from scripts.tiny_checkpoints import build_tiny_llava, build_tiny_qwen2vl  # noqa: E402
 
 SMALL, LONG = 6, 30          # rows of the Small_* and Long_* datasets
+TOKENS = 16                  # the slow checkpoint's answer length where a test stops a run mid-way (~0.1 s a sample)
 RUN = "llava_seqprune_sequential_r0.75_l2_s10"  # the run folder of the default setting
 KINDS = {"_MCQ": "mcq", "_YN": "yn", "_GQA": "vqa"}
 
@@ -326,7 +327,7 @@ def test_7_bad_rows_fail_alone_with_index_and_reason(rig, tmp_path):
 # ============================================================================= 8, 11: resumes
 def test_8_one_stats_line_per_sample_after_a_killed_run_resumes(rig, tmp_path):
     work = tmp_path / "work"
-    args = rig.args(rig.llava, ["Long_MCQ"], work)
+    args = rig.args(rig.slow, ["Long_MCQ"], work, max_new_tokens=TOKENS)
     stats = work / RUN / "seqprune_stats"
     bg = Background(args, rig.env, tmp_path / "first.log")
     wait_until(lambda: count_lines(stats) >= 13, 180, "13 samples generated", bg)  # one checkpoint (10) passed
@@ -344,7 +345,7 @@ def test_8_one_stats_line_per_sample_after_a_killed_run_resumes(rig, tmp_path):
 
 def test_8_one_stats_line_per_sample_after_a_killed_torchrun_resumes(rig, tmp_path):
     work = tmp_path / "work"
-    args = rig.args(rig.llava, ["Long_YN"], work)
+    args = rig.args(rig.slow, ["Long_YN"], work, max_new_tokens=TOKENS)
     run_dir = work / RUN
 
     def past_checkpoints():
@@ -368,7 +369,7 @@ def test_8_one_stats_line_per_sample_after_a_killed_torchrun_resumes(rig, tmp_pa
 
 def test_11_partial_files_of_a_2process_run_are_taken_over_by_1_process(rig, tmp_path):
     work = tmp_path / "work"
-    args = rig.args(rig.llava, ["Long_GQA"], work)
+    args = rig.args(rig.slow, ["Long_GQA"], work, max_new_tokens=TOKENS)
     run_dir = work / RUN
     bg = Background(args, rig.env, tmp_path / "first.log", nproc=2)
     wait_until(lambda: all((run_dir / f"{r}2_Long_GQA.pkl").is_file() for r in (0, 1)), 240,
@@ -384,6 +385,7 @@ def test_11_partial_files_of_a_2process_run_are_taken_over_by_1_process(rig, tmp
     assert (f"Long_GQA: took over {saved} saved prediction(s) from an interrupted run with another process count "
             "(02_Long_GQA.pkl, 12_Long_GQA.pkl)") in res.out, res
     assert not list(run_dir.glob("*.pkl"))  # no orphans left behind
+    assert sorted(p.name for p in run_dir.iterdir() if p.is_dir()) == ["seqprune_stats"]
     lines = assert_one_line_per_sample(run_dir, rig.lmudata, "Long_GQA")
     assert sum(r["logged_at"] >= rerun_start for r in lines) == LONG - saved  # the saved ones were not redone
 
@@ -391,7 +393,7 @@ def test_11_partial_files_of_a_2process_run_are_taken_over_by_1_process(rig, tmp
 # ============================================================================= 9-10: concurrency
 def test_9_second_launch_of_a_running_setting_is_refused(rig, tmp_path):
     work = tmp_path / "work"
-    args = rig.args(rig.llava, ["Long_MCQ"], work)
+    args = rig.args(rig.slow, ["Long_MCQ"], work, max_new_tokens=TOKENS)
     lock = work / RUN / "seqprune.lock"
     first = Background(args, rig.env, tmp_path / "first.log")
     wait_until(lambda: lock.is_file() and count_lines(work / RUN / "seqprune_stats") >= 1, 180,
@@ -434,7 +436,8 @@ def test_10_workers_stop_when_the_torchrun_launcher_is_killed(rig, tmp_path):
 def test_12_results_of_finished_datasets_survive_a_run_that_dies_later(rig, tmp_path):
     work = tmp_path / "work"
     run_dir = work / RUN
-    bg = Background(rig.args(rig.llava, ["Small_MCQ", "Long_YN"], work), rig.env, tmp_path / "run.log")
+    bg = Background(rig.args(rig.slow, ["Small_MCQ", "Long_YN"], work, max_new_tokens=TOKENS), rig.env,
+                    tmp_path / "run.log")
 
     def second_started():
         res = (run_dir / "seqprune_results.json").is_file() and results_of(run_dir)

@@ -79,7 +79,7 @@ def directory_fingerprint(root: Path) -> Dict[str, dict]:
     """{relative file name: entry} for the files under ``root`` (hidden files and folders skipped)."""
     limit = _full_hash_limit()
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    for dirpath, dirnames, filenames in os.walk(root):  # symlinked files (HF snapshots) are still listed
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):

@@ -213,7 +213,7 @@ def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
     from fingerprint import dataset_fingerprint, dump
     from results_summary import write_results
     from run_check import dataset_problems
-    from run_files import one_line_per_prediction
+    from run_files import one_line_per_prediction, remove_empty_eval_dirs
     from run_record import record_datasets
 
     bad, answers = [], []
@@ -225,6 +225,7 @@ def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
         run_dir = Path(work_dir) / model
         for ds in args.data:
             one_line_per_prediction(run_dir, model, ds)
+        remove_empty_eval_dirs(run_dir)
         recs = write_results(run_dir, model, args.data, found)
         record_datasets(run_dir, dump({ds: dataset_fingerprint(ds, lmudata / f"{ds}.tsv") for ds in args.data}))
         for ds, rec in recs.items():

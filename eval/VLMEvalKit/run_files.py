@@ -153,6 +153,16 @@ def _records(path: Path):
             yield n, line, rec
 
 
+def remove_empty_eval_dirs(run_dir: Path) -> None:
+    """Remove the empty ``T<date>-<time>`` folders VLMEvalKit makes at every launch (used only with --reuse)."""
+    for p in Path(run_dir).glob("T*-*"):
+        if p.is_dir() and re.fullmatch(r"T\d{8}-\d{6}", p.name):
+            try:
+                p.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
 def one_line_per_prediction(run_dir: Path, model: str, dataset: str) -> int:
     """After a dataset is done: one log line per predicted sample (duplicates dropped, the newest kept)."""
     pred = prediction_file(run_dir, model, dataset)
