@@ -34,8 +34,6 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from flags import build_parser, explicit_flags, parse_flags  # noqa: E402
-
 RANK = int(os.environ.get("RANK", 0))
 
 
@@ -65,6 +63,8 @@ def _resolve_models(args, setting, ns):
                 names[i] = ORIGINAL_MODEL_NAMES[n]
     args.model = names
     ours = [n for n in names if n in MODELS]
+    from flags import explicit_flags
+
     given = explicit_flags(ns)
     if not ours and given:
         raise LaunchError(f"{', '.join(given)} apply to our models ({', '.join(MODELS)}), and --model names none")
@@ -257,18 +257,20 @@ COMMAND_LINE: list = []
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     COMMAND_LINE[:] = [sys.argv[0]] + argv  # as typed, before vlmeval's parser sees only its part
-    setting, rest, ns = parse_flags(argv)
-    helping = "-h" in rest or "--help" in rest
-    if helping:
-        build_parser().print_help()
-        print("\nVLMEvalKit's flags:\n")
-    else:
+    helping = "-h" in argv or "--help" in argv
+    if not helping:  # first: it needs no torch import, so a wrong $LMUData fails at once
         from local_datasets import check_lmudata
         try:
             lmudata = check_lmudata()
         except ValueError as e:
             print(f"run.py: error: {e}", file=sys.stderr)
             return 2
+    from flags import build_parser, explicit_flags, parse_flags
+
+    setting, rest, ns = parse_flags(argv)
+    if helping:
+        build_parser().print_help()
+        print("\nVLMEvalKit's flags:\n")
     import launcher_watchdog
     launcher_watchdog.start()  # torchrun workers: stop when the launcher dies
     import vlmeval.run as vrun  # noqa: E402  (reads RANK/WORLD_SIZE; may narrow CUDA_VISIBLE_DEVICES)
