@@ -40,7 +40,9 @@ def effective(requested_min: Optional[int], requested_max: Optional[int], bounds
     ``sources``: {"min_pixels": "--min-pixels" or "VLMEvalKit's default", ...}, named in the warnings.
     """
     pmin, pmax = bounds if bounds else (None, None)
-    eff_min, eff_max = requested_min, requested_max
+    # Nothing requested: qwen_vl_utils' own wide defaults apply, so the processor's bound decides.
+    eff_min = requested_min if requested_min is not None else pmin
+    eff_max = requested_max if requested_max is not None else pmax
     warnings = []
     if requested_max is not None and pmax is not None and requested_max > pmax:
         eff_max = pmax
