@@ -10,9 +10,12 @@ name, holding ``seqprune_setting.json``, ``seqprune_results.json`` and
 Columns: each dataset's main metric, their average, the mean of each dataset's
 score as % of the unpruned run's, and efficiency from the per-sample stats:
 image tokens per layer, prefill FLOPs and measured prefill time as fractions of
-the unpruned run in the same work dir. Nothing is dropped: a run or dataset
-that is absent, unfinished or failed stays in the table with a marker (see
-``MARKERS``); averages over incomplete rows say so instead of a number.
+the unpruned run in the same work dir; and the number of empty answers and
+failed rows. Nothing is dropped: a run or dataset that is absent, unfinished
+or failed stays in the table with a marker (see ``MARKERS``); averages over
+incomplete rows say so instead of a number. ``run.py`` writes each dataset's
+result as soon as VLMEvalKit finishes it, so a run that died later still shows
+the datasets it finished.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ MARKERS = {
     "missing": "no run or no file for this dataset",
     "partial": "inference started but no prediction file (interrupted)",
     "no-eval": "predictions exist but no evaluation result",
-    "failed": "the run recorded an error for this dataset",
+    "failed": "the run recorded an error for this dataset, or all its answers are empty",
+    "failed rows": "some rows failed (index and reason in seqprune_failures/); the score counts them as wrong",
 }
 METHOD_ORDER = {"none": 0, "fastv": 1, "sequential": 2, "random": 3, "random_oneshot": 4}
 
@@ -104,7 +108,9 @@ def cell(run: Run, dataset: str):
     res = run.results.get(dataset)
     if res and res.get("value") is not None and not res.get("problem"):
         return float(res["value"])
-    if res and res.get("problem", "") and str(res["problem"]).startswith("failed"):
+    if res and str(res.get("problem") or "").startswith("failed rows"):
+        return "failed rows"
+    if res and str(res.get("problem") or "").startswith("failed"):
         return "failed"
     if any(run.dir.glob(f"{run.name}_{dataset}.*")):
         return "no-eval"
@@ -145,6 +151,15 @@ def grid_setting(method: str, ratio: float, layer: int, step: float) -> dict:
     if SCHEDULES[METHODS[method].schedule].uses_step:
         d["step"] = step / 100
     return d
+
+
+def answer_counts(run: Run, datasets: Sequence[str]) -> dict:
+    """Empty answers and failed rows summed over ``datasets`` (None where a dataset has no count yet)."""
+    out = {}
+    for col, key in (("empty answers", "empty_answers"), ("failed rows", "failed_rows")):
+        vals = [(run.results.get(d) or {}).get(key) for d in datasets]
+        out[col] = sum(vals) if vals and None not in vals else None
+    return out
 
 
 def expected_runs(found: List[Run], work_dirs: Sequence[Path], models: Optional[Sequence[str]],
@@ -206,6 +221,7 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
                 rel = 100 * sum(cells[d] / b for d, b in zip(cols, base_cells)) / len(cols)
         row["% of unpruned"] = rel
         row.update(efficiency(run, cols, base))
+        row.update(answer_counts(run, cols))
         marks = sorted({v for v in cells.values() if isinstance(v, str)})
         row["status"] = "missing run" if not run.exists else ("ok" if not marks else ", ".join(marks))
         rows.append(row)
@@ -217,7 +233,8 @@ def to_markdown(rows: List[dict], cols: List[str]) -> str:
         return "(no runs found)\n"
     headers = list(rows[0])
     digits = {"prefill FLOPs (x unpruned)": 3, "prefill time (x unpruned)": 3, "prefill time ms": 2,
-              "avg image tokens/layer": 1, "samples": 0, "ratio": 2, "layer": 0, "step %": 0}
+              "avg image tokens/layer": 1, "samples": 0, "ratio": 2, "layer": 0, "step %": 0,
+              "empty answers": 0, "failed rows": 0}
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r[h], digits.get(h, 2)) for h in headers) + " |")
@@ -259,12 +276,21 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if bool(a.ratios) != bool(a.layers):
         p.error("--ratios and --layers go together (they define the expected grid)")
+    missing = [str(w) for w in a.work_dirs if not w.is_dir()]
+    if missing:  # a typo must not create a folder of empty summaries
+        print(f"collect_results: error: no such work dir: {', '.join(missing)} (give the --work-dir of run.py)",
+              file=sys.stderr)
+        return 2
     rows, cols = build_table(a.work_dirs, a.datasets, a.models, a.methods, a.ratios, a.layers, a.step)
+    if not rows:
+        print(f"collect_results: error: no runs in {', '.join(map(str, a.work_dirs))} (no */{SETTING_FILE}); "
+              "nothing written", file=sys.stderr)
+        return 1
     out = a.out or (a.work_dirs[0] / "seqprune_summary")
     print(to_markdown(rows, cols))
     for path in write_outputs(rows, cols, out):
         print(f"wrote {path}")
-    return 0 if rows else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -116,3 +116,20 @@ def test_no_baseline_means_no_relative_numbers(tmp_path):
 def test_ratios_without_layers_is_an_error(work):
     with pytest.raises(SystemExit):
         cr.main([str(work), "--ratios", "0.5"])
+
+
+def test_failed_rows_and_empty_answers_are_shown(tmp_path):
+    res = {"BenchA": dict(ok(50.0), samples=6, empty_answers=2, failed_rows=0),
+           "BenchB": dict(ok(40.0), samples=6, empty_answers=0, failed_rows=3,
+                          problem="failed rows: 3 of 6 rows failed")}
+    make_run(tmp_path, PruneConfig("sequential", 0.5, 2), res)
+    (row,), _ = cr.build_table([tmp_path])
+    assert row["BenchA"] == pytest.approx(50.0) and row["BenchB"] == "failed rows"
+    assert row["empty answers"] == 2 and row["failed rows"] == 3
+    assert row["Average"] == "incomplete" and row["status"] == "failed rows"
+    assert "`failed rows`: some rows failed" in cr.to_markdown(*cr.build_table([tmp_path]))
+
+
+def test_counts_unknown_when_a_dataset_has_none(work):
+    by = rows_by(cr.build_table([work])[0])  # results written before counts were recorded
+    assert by[("none", 0.0, None)]["empty answers"] is None and by[("none", 0.0, None)]["failed rows"] is None

@@ -20,6 +20,7 @@
 #   PYTHON      interpreter [$VENV/bin/python if it exists (VENV defaults to <repo>/.venv), else python3]
 #   TORCHRUN    multi-process launcher [torchrun beside $PYTHON, else $PYTHON -m torch.distributed.run]
 #   EXTRA_ARGS  more run.py flags, e.g. "--max-new-tokens 64 --attn-impl flash_attention_2"
+#   LMUData     benchmark folder [~/LMUData, announced]
 
 seqprune_python() {
     # The interpreter for the runs: $PYTHON, else $VENV/bin/python (VENV defaults to <repo>/.venv), else python3.
@@ -57,6 +58,11 @@ seqprune_grid() {
         launcher=("$python")
     fi
     if [ -n "${GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
+    if [ -z "${LMUData:-}" ]; then  # run.py refuses an unset LMUData; the demos' default is said out loud
+        export LMUData="$HOME/LMUData"
+        mkdir -p "$LMUData"
+        echo "=== LMUData is not set: using $LMUData (VLMEvalKit downloads the benchmarks there)"
+    fi
     common=(--data "${data[@]}" --model "$MODEL" --work-dir "$work_dir")
     if [ -n "${MODEL_PATH:-}" ]; then common+=(--model-path "$MODEL_PATH"); fi
 

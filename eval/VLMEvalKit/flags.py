@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-pixels", type=_positive_int, default=None, help="Qwen models: max pixels per image")
     m.add_argument("--register-dataset", type=_dataset_kind, action="append", default=[], metavar="NAME=KIND",
                    help=f"use $LMUData/NAME.tsv as a local dataset of KIND {DATASET_KINDS} (repeatable)")
+    r = p.add_argument_group("results")
+    r.add_argument("--reuse-despite-changes", action="store_true",
+                   help="keep the results in the run folder although the checkpoint files, a dataset TSV or the "
+                        "code changed since they were made (otherwise such a launch is refused)")
     o = p.add_argument_group("original research code (aliases)")
     o.add_argument("--use-fast-v", action="store_true", help="prune (FastV, or sequential with "
                                                              "--fast-v-sequential-prune)")

@@ -4,6 +4,11 @@ VLMEvalKit guesses a type for an unknown ``$LMUData/NAME.tsv`` (MCQ if it has A/
 columns, otherwise a VQA set it cannot score) and has no Y/N guess. Adding the
 name to the class of KIND, with no URL and no md5, makes it load the local file
 offline with the right prompts and metric. Call this in every process.
+
+VLMEvalKit reads ``$LMUData`` only if that directory exists, and otherwise
+falls back on ``~/LMUData`` without a word: a mistyped path would evaluate
+whatever TSV of the same name sits there. :func:`check_lmudata` makes an unset
+or missing ``$LMUData`` an error instead.
 """
 from __future__ import annotations
 
@@ -12,6 +17,19 @@ from pathlib import Path
 from typing import Iterable, Tuple
 
 KIND_CLASSES = {"mcq": "ImageMCQDataset", "yn": "ImageYORNDataset", "vqa": "ImageVQADataset"}
+
+
+def check_lmudata() -> Path:
+    """The ``$LMUData`` directory; ValueError (with the fix) if it is unset or not a directory."""
+    value = os.environ.get("LMUData")
+    if not value:
+        raise ValueError("$LMUData is not set, and VLMEvalKit would then silently read (and download into) "
+                         "~/LMUData. Set it to your benchmark folder, e.g. export LMUData=~/LMUData")
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"$LMUData={value} is not a directory, and VLMEvalKit would silently read ~/LMUData "
+                         "instead. Fix the path (or create that folder)")
+    return path
 
 
 def lmudata_root() -> Path:

@@ -5,6 +5,11 @@ pruning setting is in the model name, so another setting gets another folder;
 what the name does not say (checkpoint, attention, dtype, generation length,
 image size) is in ``identity`` here, and a run whose identity differs from the
 one recorded refuses to start instead of returning the old answers.
+
+``content`` records what the flags do not pin down: fingerprints of the
+checkpoint files, of each dataset's TSV and of the code (``fingerprint.py``).
+:func:`content_changes` lists what changed since the results in the folder were
+made; ``run.py`` refuses such a launch unless ``--reuse-despite-changes``.
 """
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
+
+import fingerprint
+from io_errors import write_text_atomic
+from run_files import dataset_files
 
 SETTING_FILE = "seqprune_setting.json"
 PACKAGES = ("SequentialPrune", "torch", "transformers", "accelerate", "ms-vlmeval", "qwen-vl-utils", "pandas")
@@ -73,19 +82,97 @@ def check_not_stale(run_dir: Path, ident: dict) -> None:
                            "Use another --work-dir or move that folder away")
 
 
+def _any_results(run_dir: Path, model: str) -> bool:
+    """Whether the folder holds predictions, partial predictions or per-sample logs of any dataset."""
+    if any(p.name.startswith(f"{model}_") or p.suffix == ".pkl" for p in run_dir.iterdir()):
+        return True
+    return any(any((run_dir / sub).glob("*.jsonl")) for sub in ("seqprune_stats", "seqprune_failures"))
+
+
+def content_changes(run_dir: Path, model: str, content: dict, datasets: List[str]) -> List[str]:
+    """What differs between the recorded content and ``content``, where the folder holds results it affects.
+
+    ``content``: {"checkpoint": ..., "code": ..., "datasets": {name: ...}} from
+    ``fingerprint``. A change matters only if results it would make stale are in
+    the folder: any results for the checkpoint and the code, that dataset's
+    files for a dataset.
+    """
+    run_dir = Path(run_dir)
+    rec = _read(run_dir / SETTING_FILE)
+    if rec is None:
+        return []
+    with_files = {ds: dataset_files(run_dir, model, ds) for ds in datasets}
+    any_results = any(with_files.values()) or _any_results(run_dir, model)
+    old = rec.get("content")
+    if old is None:
+        return ["the results in this folder were recorded before checkpoint, data and code fingerprints were "
+                "kept, so what made them is unknown"] if any(with_files.values()) else []
+    out = []
+    if any_results:
+        ck = content["checkpoint"]
+        out += [f"checkpoint {ck.get('path') or ck.get('id')}: {c}"
+                for c in fingerprint.checkpoint_changes(old.get("checkpoint", {}), ck)]
+        out += fingerprint.code_changes(old.get("code", {}), content["code"])
+    for ds in datasets:
+        if not with_files[ds]:
+            continue
+        was = old.get("datasets", {}).get(ds)
+        if was is None:
+            out.append(f"dataset {ds}: results are in the folder but its TSV was never recorded")
+        else:
+            out += [f"dataset {ds} {c}" for c in fingerprint.dataset_changes(was, content["datasets"][ds])]
+    return out
+
+
+def unverifiable(run_dir: Path, content: dict) -> List[str]:
+    """Fingerprints that cannot be compared (e.g. a hub id not in the local cache); warned about, not refused."""
+    rec = _read(Path(run_dir) / SETTING_FILE) or {}
+    old = rec.get("content", {}).get("checkpoint", {})
+    new = content["checkpoint"]
+    if new.get("kind") == "hub" and old.get("kind") == "hub" and not (old.get("revision") and new.get("revision")):
+        return [f"the revision of {new.get('id')} cannot be compared (recorded {old.get('revision')}, now "
+                f"{new.get('revision')}): it is not in the local Hugging Face cache"]
+    return []
+
+
 def write_setting(run_dir: Path, name: str, ident: dict, setting_dict: dict, datasets: List[str],
-                  vlmeval_args: dict, world_size: int, argv: List[str]) -> Path:
-    """Write (or extend) ``run_dir/seqprune_setting.json``; each launch appends its command line."""
+                  vlmeval_args: dict, world_size: int, argv: List[str], content: Optional[dict] = None,
+                  effective: Optional[dict] = None, accepted: Optional[List[str]] = None) -> Path:
+    """Write (or extend) ``run_dir/seqprune_setting.json``; each launch appends its command line.
+
+    ``content`` replaces the recorded fingerprints (datasets are merged); this is
+    called after :func:`content_changes` found nothing, or the changes were
+    ``accepted`` (kept in the launch entry).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / SETTING_FILE
     rec = _read(path) or {"model_name": name, "identity": ident, "setting": setting_dict, "launches": []}
     rec["setting"] = setting_dict
-    rec["launches"].append({
+    if content is not None:
+        old = rec.get("content", {})
+        rec["content"] = dict(content, datasets={**old.get("datasets", {}), **content.get("datasets", {})})
+    if effective:
+        rec["effective"] = effective
+    launch = {
         "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "argv": list(argv), "cwd": os.getcwd(), "datasets": list(datasets), "world_size": world_size,
         "vlmeval_args": vlmeval_args, "versions": package_versions(),
-    })
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    }
+    if accepted:
+        launch["accepted_changes"] = list(accepted)
+    rec["launches"].append(launch)
+    write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")
     return path
+
+
+def record_datasets(run_dir: Path, fingerprints: Dict[str, dict]) -> None:
+    """Add dataset fingerprints known only after the run (a TSV downloaded by VLMEvalKit)."""
+    path = Path(run_dir) / SETTING_FILE
+    rec = _read(path)
+    if rec is None or "content" not in rec:
+        return
+    known = rec["content"].setdefault("datasets", {})
+    fresh = {k: v for k, v in fingerprints.items() if not (known.get(k) or {}).get("md5") and v.get("md5")}
+    if fresh:
+        known.update(fresh)
+        write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")

@@ -3,17 +3,19 @@
 VLMEvalKit calls ``model.generate(message, dataset)`` without the row index, but
 it always builds the prompt of that row just before, through the model's
 ``build_prompt`` or the dataset's. :class:`SampleTracker` notes the row at that
-point. Each process appends to its own file, so ranks never interleave lines.
+point. Each process appends to its own file, so ranks never interleave lines,
+and each line is written whole or not at all (``io_errors.append_line``).
 """
 from __future__ import annotations
 
 import json
 import os
-import re
+import time
 from pathlib import Path
 from typing import Optional, Tuple
 
-STATS_DIR = "seqprune_stats"
+from io_errors import append_line
+from run_files import STATS_DIR, safe_name
 
 
 def _plain(v):
@@ -33,15 +35,23 @@ class SampleTracker:
         idx = line.get("index") if hasattr(line, "get") else None
         self.current = (dataset_name, _plain(idx)) if idx is not None else None
 
-    def watch(self, dataset) -> None:
-        """Note rows whose prompt the dataset builds (wraps this instance's ``build_prompt`` once)."""
+    def watch(self, dataset, guard=None) -> None:
+        """Note rows whose prompt the dataset builds (wraps this instance's ``build_prompt`` once).
+
+        With a ``guard`` (``row_guard.RowGuard``), a row whose prompt cannot be
+        built (bad image, empty question) becomes a recorded row failure.
+        """
         if dataset is None or getattr(dataset, "_seqprune_tracker", None) is self:
             return
         orig = dataset.build_prompt
+        name = getattr(dataset, "dataset_name", None)
 
         def build_prompt(line, *args, **kwargs):
-            self.note(line, getattr(dataset, "dataset_name", None), getattr(dataset, "data", None))
-            return orig(line, *args, **kwargs)
+            self.note(line, name, getattr(dataset, "data", None))
+            if guard is None:
+                return orig(line, *args, **kwargs)
+            return guard.build_prompt(lambda ln, _ds: orig(ln, *args, **kwargs), line, name,
+                                      getattr(dataset, "data", None))
 
         dataset.build_prompt = build_prompt
         dataset._seqprune_tracker = self
@@ -60,11 +70,9 @@ class StatsLog:
 
     def path(self, dataset: Optional[str]) -> Path:
         rank = int(os.environ.get("RANK", 0))
-        name = re.sub(r"[^\w.+-]", "_", dataset or "no_dataset")
-        return self.directory / f"{name}.rank{rank}.jsonl"
+        return self.directory / f"{safe_name(dataset)}.rank{rank}.jsonl"
 
     def write(self, record: dict) -> None:
-        path = self.path(record.get("dataset"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=_plain) + "\n")
+        """Append one record (stamped with ``logged_at``, which orders lines across ranks and launches)."""
+        record = dict(record, logged_at=time.time())
+        append_line(self.path(record.get("dataset")), json.dumps(record, default=_plain))

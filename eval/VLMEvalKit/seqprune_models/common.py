@@ -11,6 +11,7 @@ import torch
 from SequentialPrune import PruneConfig, apply_pruning
 
 from prefill_timer import PrefillTimer
+from row_guard import RowGuard
 from sample_stats import SampleTracker, StatsLog
 
 log = logging.getLogger("seqprune")
@@ -57,6 +58,7 @@ class PrunedGenerationMixin:
         self.timer = PrefillTimer(self.model, self._on_prefill)  # after the pruner: sees its stats
         self.tracker = SampleTracker()
         self.stats_log = StatsLog(stats_dir)
+        self.row_guard = RowGuard.beside(stats_dir)  # a bad row becomes a recorded failure, not a lost dataset
         self.expect = (expect_sys_length, expect_image_tokens)
         self._warned = set()
         self._first_prefill = None
@@ -68,11 +70,14 @@ class PrunedGenerationMixin:
     # --- which sample is running (VLMEvalKit does not pass the index to generate)
     def set_dump_image(self, dump_image_func):
         super().set_dump_image(dump_image_func)
-        self.tracker.watch(getattr(dump_image_func, "__self__", None))
+        self.tracker.watch(getattr(dump_image_func, "__self__", None), self.row_guard)
 
     def build_prompt(self, line, dataset=None):
         self.tracker.note(line, dataset)
-        return super().build_prompt(line, dataset)
+        return self.row_guard.build_prompt(super().build_prompt, line, dataset)
+
+    def generate(self, message, dataset=None):
+        return self.row_guard.generate(super().generate, message, dataset)
 
     # --- generation with stats
     def _on_prefill(self, seconds: float, call: int) -> None:
