@@ -36,7 +36,8 @@ MARKERS = {
     "failed": "the run recorded an error for this dataset, or all its answers are empty",
     "failed rows": "some rows failed (index and reason in seqprune_failures/); the score counts them as wrong",
 }
-METHOD_ORDER = {"none": 0, "fastv": 1, "sequential": 2, "random": 3, "random_oneshot": 4}
+METHOD_ORDER = {m: i for i, m in enumerate(("none", "fastv", "sequential", "random", "random_oneshot", "pdrop", "dart",
+                                             "divprune", "spatial", "custom"))}
 
 
 @dataclass
@@ -201,13 +202,14 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
     base_of = {(str(r.work_dir), r.model): r for r in runs if r.prune.get("method") == "none"}
     rows = []
     for run in sorted(runs, key=lambda r: (str(r.work_dir), r.model, METHOD_ORDER.get(r.prune.get("method"), 9),
-                                           r.prune.get("ratio", 0), r.prune.get("layer", 0), r.name)):
+                                           r.prune.get("ratio") or 0, r.prune.get("layer") or 0, r.name)):
         p = run.prune
         method = p.get("method", "?")
         row = {"work dir": str(run.work_dir), "model": run.model, "method": method,
                "ratio": p.get("ratio") if method != "none" else 0.0,
                "layer": p.get("layer") if method != "none" else None,
-               "step %": 100 * p["step"] if method in ("sequential", "random") and "step" in p else None}
+               "step %": 100 * p["step"] if p.get("step") is not None else None,
+               "setting": tag_of(p)}
         cells = {d: cell(run, d) for d in cols}
         row.update(cells)
         numbers = [v for v in cells.values() if isinstance(v, float)]

@@ -30,6 +30,21 @@ from scripts.train_tiny_vlm import SYSTEM_PROMPT  # noqa: E402
 
 DEFAULT_CKPT = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "tiny-shapes-llava"
 METHODS = ("fastv", "sequential", "random", "random_oneshot")
+# Every method at its paper's K (PyramidDrop's stages scaled from [8, 16, 24] of 32 layers to 12 layers, and the
+# author's earlier low-budget stages), for the equal-budget comparison (--all-methods).
+ALL_METHODS = (
+    ("fastv K=2", "fastv", {}),
+    ("sequential K=2", "sequential", {}),
+    ("random K=2", "random", {}),
+    ("random_oneshot K=2", "random_oneshot", {}),
+    ("pdrop stages 3,6,9", "pdrop", {"options": {"stages": (3, 6, 9)}}),
+    ("pdrop stages 1,3,6", "pdrop", {"options": {"stages": (1, 3, 6)}}),
+    ("dart K=2", "dart", {}),
+    ("divprune K=0", "divprune", {}),
+    ("spatial K=0", "spatial", {}),
+    ("sequential+dart K=2", "sequential", {"scorer": "dart"}),
+    ("custom 1:0.5,4:0.25", "custom", {"options": {"schedule": "1:0.5,4:0.25"}}),
+)
 
 
 def build_inputs(processor, items, system=SYSTEM_PROMPT):
@@ -99,21 +114,44 @@ def settings(num_layers, n_image, layers=(2, 3), ratios=(0.5, 0.75, 0.9),
                 except ValueError as e:  # e.g. 25% of N at K=3: layers 0-2 alone use most of it
                     print(f"skipped: {e}", file=sys.stderr)
                     continue
-                step = f" step={cfg.step:g}" if cfg.schedule_name == "stepwise" else ""
+                step = f" step={cfg.step:g}" if cfg.step is not None else ""
                 rows.append(("budget", f"{m} K={k} avg={frac:g}N R={cfg.ratio:.3f}{step}", cfg))
     return rows
 
 
-def budget_config(method, avg_tokens, n_image, num_layers, layer, steps=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)):
+def budget_config(method, avg_tokens, n_image, num_layers, layer=None, steps=(0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5),
+                  **fixed):
     """``PruneConfig.for_budget`` at the paper's 10% step, or the smallest larger step
-    that reaches the budget (a low budget needs faster progressive pruning)."""
+    that reaches the budget (a low budget needs faster progressive pruning); methods
+    without a step are solved once. ``layer=None`` keeps the method's own K."""
+    from SequentialPrune import METHODS as ALL, SCHEDULES
+    if layer is not None:
+        fixed["layer"] = layer
+    if not SCHEDULES[ALL[method].schedule].uses_step:
+        return PruneConfig.for_budget(method, avg_tokens, n_image, num_layers, **fixed)
+    last = None
     for step in steps:
         try:
-            return PruneConfig.for_budget(method, avg_tokens, n_image, num_layers,
-                                          layer=layer, step=step)
-        except ValueError:
-            continue
-    raise ValueError(f"{method} at K={layer} cannot reach {avg_tokens} tokens per layer")
+            return PruneConfig.for_budget(method, avg_tokens, n_image, num_layers, step=step, **fixed)
+        except ValueError as e:
+            last = e
+    raise ValueError(f"{method} reaches {avg_tokens:.3g} tokens per layer at no step up to {steps[-1]}: {last}")
+
+
+def method_settings(num_layers, n_image, budgets):
+    """(table, label, config) rows of every method at each equal budget (a fraction of N); unreachable pairs are
+    kept as rows without a config."""
+    rows = [("methods", "none", None)]
+    for frac in budgets:
+        for label, method, fixed in ALL_METHODS:
+            try:
+                cfg = budget_config(method, frac * n_image, n_image, num_layers, **fixed)
+            except ValueError as e:
+                rows.append(("methods", f"{label} avg={frac:.3g}N: unreachable", e))
+                continue
+            step = f" step={cfg.step:g}" if cfg.step is not None else ""
+            rows.append(("methods", f"{label} avg={frac:.3g}N R={cfg.ratio:.3f}{step}", cfg))
+    return rows
 
 
 def markdown(results) -> str:
@@ -122,6 +160,9 @@ def markdown(results) -> str:
     lines = [head, "|" + "---|" * (3 + len(types))]
     for r in results:
         s = r["summary"]
+        if s is None:  # unreachable budget
+            lines.append(f"| {r['label']} | - | - | " + " | ".join("-" for _ in types) + " |")
+            continue
         cells = [f"{s['all']['acc']:.3f} ± {s['all']['se']:.3f}"]
         cells += [f"{s[t]['acc']:.3f}" if t in s else "-" for t in types]
         lines.append(f"| {r['label']} | {r['avg_tokens']:.1f} | " + " | ".join(cells) + " |")
@@ -142,6 +183,8 @@ def main(argv=None) -> int:
     p.add_argument("--types", nargs="+", default=list(sc.SHIPPED_TYPES),
                    choices=list(sc.QUESTION_TYPES), help="question types (default: shipped)")
     p.add_argument("--only-none", action="store_true", help="unpruned accuracy only")
+    p.add_argument("--all-methods", action="store_true",
+                   help="instead of the K x R grid: every method at each --budgets (papers: 1/3, 2/9, 1/9 of N)")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -149,22 +192,28 @@ def main(argv=None) -> int:
     items = sc.held_out_questions(args.n, seed=args.seed, types=args.types)
     n_image = model.config.image_seq_length
     num_layers = model.config.text_config.num_hidden_layers
-    rows = settings(num_layers, n_image, tuple(args.layers), tuple(args.ratios),
-                    tuple(args.budgets))
+    if args.all_methods:
+        rows = method_settings(num_layers, n_image, tuple(args.budgets))
+    else:
+        rows = settings(num_layers, n_image, tuple(args.layers), tuple(args.ratios), tuple(args.budgets))
     if args.only_none:
         rows = rows[:1]
     results = []
     for table, label, cfg in rows:
+        if isinstance(cfg, ValueError):
+            print(f"{label}: {cfg}", flush=True)
+            results.append(dict(table=table, label=label, avg_tokens=None, config=None, note=str(cfg), summary=None))
+            continue
         t0 = time.time()
         correct, avg = evaluate(processor, model, items, cfg, args.batch)
         results.append(dict(table=table, label=label, avg_tokens=avg,
-                             config=None if cfg is None else cfg.__dict__,
+                             config=None if cfg is None else cfg.to_dict(), seconds=time.time() - t0,
                              summary=summarise(items, correct)))
         print(f"{label}: acc {results[-1]['summary']['all']['acc']:.3f} "
               f"avg tokens {avg:.1f} ({time.time() - t0:.0f}s)", flush=True)
-    for table in ("grid", "budget"):
+    for table in ("grid", "budget", "methods"):
         chosen = [r for r in results if r["table"] == table or r["label"] == "none"]
-        if len(chosen) > 1 or table == "grid":
+        if len(chosen) > 1 or (table == "grid" and not args.all_methods):
             print(f"\n### {table}\n\n" + markdown(chosen))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

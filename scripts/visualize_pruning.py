@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from SequentialPrune import METHODS, SCORERS, PruneConfig, apply_pruning  # noqa: E402
-from scripts.bench_methods import core_config  # noqa: E402
+from SequentialPrune import METHODS, PruneConfig, apply_pruning  # noqa: E402
 
 # model_type -> fn(processor, inputs, image) -> (displayed image HxWx3 uint8, grid rows, grid cols)
 GRIDS: Dict[str, Callable] = {}
@@ -54,9 +53,9 @@ def llava_grid(processor, inputs, image) -> Tuple[np.ndarray, int, int]:
     return shown, side, side
 
 
-@register_grid("qwen2_vl", "qwen2_5_vl")
+@register_grid("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 def qwen_grid(processor, inputs, image) -> Tuple[np.ndarray, int, int]:
-    """Qwen2-VL: the image resized to its patch grid; each token covers 2x2 merged patches."""
+    """Qwen2-VL and successors: the image resized to its patch grid; each token covers 2x2 merged patches."""
     t, h, w = inputs["image_grid_thw"][0].tolist()
     patch = processor.image_processor.patch_size
     merge = processor.image_processor.merge_size
@@ -144,17 +143,23 @@ def main(argv=None) -> int:
     p.add_argument("--image", required=True)
     p.add_argument("--question", required=True)
     p.add_argument("--method", default="sequential", choices=[m for m in METHODS if m != "none"])
-    p.add_argument("--ratio", type=float, default=0.75)
-    p.add_argument("--layer", type=int, default=2)
-    p.add_argument("--step", type=float, default=10, help="percentage points of N per layer (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random scorer")
+    p.add_argument("--ratio", type=float, default=None, help="R (default: the method's)")
+    p.add_argument("--layer", type=int, default=None, help="K (default: the method's)")
+    p.add_argument("--step", type=float, default=None, help="percentage points of N per layer (stepwise methods)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the random scorer")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="schedule/scorer option, e.g. stages=2,8,16 (pdrop) or schedule=2:0.5,6:0.3 (custom)")
     p.add_argument("--attn-impl", default="sdpa", choices=["sdpa", "eager", "flash_attention_2"])
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--system", default="", help="system prompt, if the model expects one (e.g. LLaVA's Vicuna prompt)")
     p.add_argument("--out", default="pruning.png")
     a = p.parse_args(argv)
     try:
-        cfg = core_config(a.method, a.ratio, a.layer, a.step / 100, **({"seed": a.seed} if SCORERS[METHODS[a.method].scorer].uses_seed else {}))
+        if any("=" not in o for o in a.option):
+            raise ValueError(f"--option takes KEY=VALUE, got {a.option}")
+        options = {k: int(v) if v.isdigit() else v for k, v in (o.split("=", 1) for o in a.option)}
+        cfg = PruneConfig(a.method, ratio=a.ratio, layer=a.layer, step=None if a.step is None else a.step / 100,
+                          seed=a.seed, options=options or None)
     except ValueError as e:
         p.error(str(e))
     processor, model = load(a.model_path, a.attn_impl)

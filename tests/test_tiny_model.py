@@ -86,3 +86,21 @@ def test_benchmark_has_only_shipped_types_from_held_out_seeds(tmp_path):
         assert {sc.SHIPPED_TYPES[c] for c in frame["category"]} == {kind}
     with pytest.raises(ValueError):
         sc.held_out_questions(1, seed=0)  # training range
+
+
+def test_all_methods_study_solves_every_method_at_each_budget():
+    """--all-methods: each method at the papers' budgets (1/3, 2/9, 1/9 of N); what no setting reaches is kept as a
+    row saying so, never approximated."""
+    rows = tiny_study.method_settings(12, 64, (1 / 3, 2 / 9, 1 / 9))
+    labels = [label for _, label, _ in rows]
+    assert labels[0] == "none" and len(rows) == 1 + 3 * len(tiny_study.ALL_METHODS)
+    for frac in (1 / 3, 2 / 9, 1 / 9):
+        for _, label, cfg in rows[1:]:
+            if f"avg={frac:.3g}N" not in label:
+                continue
+            if isinstance(cfg, ValueError):
+                assert label.endswith("unreachable") and "closest" in str(cfg)
+            else:
+                assert cfg.average_image_tokens(64, 12) <= frac * 64 + 1e-9
+    # methods that prune before the decoder reach even the lowest budget
+    assert not any(isinstance(c, ValueError) for _, l, c in rows if l.startswith(("divprune", "spatial")))
