@@ -67,7 +67,7 @@ def _resolve_models(args, setting, ns):
 
 def _check_static(args, setting, ours):
     from local_datasets import dataset_known, register_local_datasets
-    from seqprune_models import checkpoint_layers
+    from seqprune_models import checkpoint_layers, protocol_of
 
     if setting.attn_impl == "flash_attention_2":
         import torch
@@ -88,6 +88,9 @@ def _check_static(args, setting, ours):
                 note(f"--prune-budget {setting.budget:g}: {base} runs {setting.prune.method} at ratio "
                      f"{setting.prune.ratio:g} ({setting.prune.tag()})")
             setting.prune.check_model(layers)
+            proto = protocol_of(base, setting)  # refuses e.g. --protocol paper for a model the paper did not run
+            note(f"{base}: {proto['protocol']} protocol, " + ", ".join(
+                f"{k} {v}" for k, v in proto.items() if k != "protocol"))
         except ValueError as e:
             raise LaunchError(f"{base}: {e}") from None
     return setting
@@ -123,14 +126,14 @@ def solve_budget(setting, num_layers: int, n_fixed):
 def _register(args, setting, ours, work_dir) -> set:
     """Register our models, refuse stale results, write the setting files; rename args.model."""
     from run_record import check_not_stale, identity, write_setting
-    from seqprune_models import default_device, default_dtype, model_kwargs, register
+    from seqprune_models import model_kwargs, register
 
-    dtype = str(default_dtype(default_device())).replace("torch.", "")
     renamed = {}
     for base in dict.fromkeys(ours):
         name = register(base, setting, work_dir)
         run_dir = Path(work_dir) / name
-        ident = identity(model_kwargs(base, setting, str(run_dir)), dtype, base)
+        kw = model_kwargs(base, setting, str(run_dir))
+        ident = identity(kw, kw["dtype"], base)  # the dtype the protocol resolved (issue 9)
         try:  # every rank checks (read-only), so all of them stop, not only rank 0
             check_not_stale(run_dir, ident)
         except RuntimeError as e:
