@@ -15,7 +15,7 @@ from SequentialPrune import PruneConfig
 
 from sample_stats import STATS_DIR
 
-from .common import default_device, default_dtype  # noqa: F401  (used by run.py)
+from .common import default_device, default_dtype  # noqa: F401  (re-exported for launchers)
 from .llava import LlavaSeqPrune
 from .llava_paper import sentencepiece_file
 from .protocol import resolve as resolve_protocol

@@ -75,7 +75,10 @@ def sentencepiece_file(model_path: str) -> Optional[str]:
     """The checkpoint's SentencePiece model (``tokenizer.model``), or None if it ships none."""
     from transformers.utils import cached_file
 
-    return cached_file(model_path, "tokenizer.model", _raise_exceptions_for_missing_entries=False)
+    try:
+        return cached_file(model_path, "tokenizer.model", _raise_exceptions_for_missing_entries=False)
+    except OSError as e:  # offline and not cached, unreachable hub, ...
+        raise ValueError(f"cannot look for tokenizer.model in {model_path}: {e}") from None
 
 
 def sentencepiece_encoder(path: str, tokenizer) -> Encoder:
