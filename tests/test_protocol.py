@@ -21,7 +21,6 @@ import shlex
 import string
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -125,7 +124,8 @@ def original_llava_mcq(line) -> str:
         question += f"\n{key}. {item}"
     cn = re.search("[\u4e00-\u9fff]", question) is not None
     if options:
-        return question + ("\n请直接回答选项字母。" if cn else "\nAnswer with the option's letter from the given choices directly.")
+        return question + ("\n请直接回答选项字母。" if cn else
+                           "\nAnswer with the option's letter from the given choices directly.")
     return question + ("\n请直接回答问题。" if cn else "\nAnswer the question directly.")
 
 
@@ -353,7 +353,8 @@ def test_prompt_builders_are_the_originals():
     assert q.build_prompt(pd.Series(dict(question="Q?")), "POPE")[-1]["value"] == "Q? Please answer yes or no."
     assert not q.use_custom_prompt("MME")
     mcq = q.build_prompt(pd.Series(dict(question="Q?", hint="H.", A="x", B="y")), "MMBench_DEV_EN")[-1]["value"]
-    assert mcq == "Hint: H.\nQuestion: Q?\nOptions:\nA. x\nB. y\nPlease select the correct answer from the options above."
+    assert mcq == ("Hint: H.\nQuestion: Q?\nOptions:\nA. x\nB. y\n"
+                   "Please select the correct answer from the options above.")
 
 
 # ----------------------------------------------------------------------------- resolution of the protocol flags
@@ -534,7 +535,8 @@ def test_protocol_paper_is_refused_for_a_model_the_paper_did_not_run(launch_env,
     mcq = synthetic_dataset_names()["MCQ"]
     work_dir = root / "work_refused"
     res = launch(["--data", mcq, "--model", "qwen2_5vl_seqprune", "--model-path", str(tiny_qwen), "--work-dir",
-                  str(work_dir), "--register-dataset", f"{mcq}=mcq", "--protocol", "paper", "--prune-method", "none"], env)
+                  str(work_dir), "--register-dataset", f"{mcq}=mcq", "--protocol", "paper",
+                  "--prune-method", "none"], env)
     assert res.rc == 2 and "the paper did not evaluate qwen2_5vl_seqprune" in res.out, res
     assert "Loading weights" not in res.out and not work_dir.exists()
 
