@@ -145,12 +145,18 @@ def efficiency(run: Run, datasets: Sequence[str], base: Optional[Run]) -> dict:
     return out
 
 
-def grid_setting(method: str, ratio: float, layer: int, step: float) -> dict:
-    """The setting dict of one grid point: the step (percentage points) only where the method's schedule has one."""
-    from SequentialPrune import METHODS, SCHEDULES
-    d = dict(method=method, ratio=ratio, layer=layer)
+def grid_setting(method: str, ratio: float, layer: int, step: float, cache_mode: str = "static",
+                 score_dtype: str = "float32") -> dict:
+    """The setting dict of one grid point: the step (percentage points) only where the method's schedule has one,
+    the score precision only where its scorer uses attention probabilities."""
+    from SequentialPrune import METHODS, SCHEDULES, SCORERS
+    d = dict(method=method, ratio=ratio, cache_mode=cache_mode)
+    if SCHEDULES[METHODS[method].schedule].uses_layer:  # PyramidDrop's and custom layers are their options
+        d["layer"] = layer
     if SCHEDULES[METHODS[method].schedule].uses_step:
         d["step"] = step / 100
+    if SCORERS[METHODS[method].scorer].uses_score_dtype:
+        d["score_dtype"] = score_dtype
     return d
 
 
@@ -164,15 +170,16 @@ def answer_counts(run: Run, datasets: Sequence[str]) -> dict:
 
 
 def expected_runs(found: List[Run], work_dirs: Sequence[Path], models: Optional[Sequence[str]],
-                  methods: Sequence[str], ratios: Sequence[float], layers: Sequence[int], step: float) -> List[Run]:
+                  methods: Sequence[str], ratios: Sequence[float], layers: Sequence[int], step: float,
+                  cache_mode: str = "static", score_dtype: str = "float32") -> List[Run]:
     """Runs the grid asks for that are not in ``found``, as placeholders marked missing."""
     have = {r.key for r in found}
     out = []
     for wd in work_dirs:
         bases = list(models or dict.fromkeys(r.model for r in found if r.work_dir == Path(wd)))
         for model in bases:
-            grid = [{"method": "none"}] + [grid_setting(m, r, k, step) for m in methods if m != "none"
-                                           for r in ratios for k in layers]
+            grid = [{"method": "none"}] + [grid_setting(m, r, k, step, cache_mode, score_dtype)
+                                           for m in methods if m != "none" for r in ratios for k in layers]
             for prune in grid:
                 run = Run(Path(wd), f"{model}_{tag_of(prune)}", model, prune, exists=False)
                 if run.key not in have:
@@ -191,11 +198,13 @@ def _fmt(v, digits=2):
 
 def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = None,
                 models: Optional[Sequence[str]] = None, methods: Sequence[str] = ("fastv", "sequential"),
-                ratios: Sequence[float] = (), layers: Sequence[int] = (), step: float = 10.0):
+                ratios: Sequence[float] = (), layers: Sequence[int] = (), step: float = 10.0,
+                cache_mode: str = "static", score_dtype: str = "float32"):
     """The table as a list of row dicts (values: numbers, markers or None) and the dataset columns."""
     runs = [r for wd in work_dirs for r in find_runs(Path(wd))]
     if ratios and layers:
-        runs += expected_runs(runs, [Path(w) for w in work_dirs], models, methods, ratios, layers, step)
+        runs += expected_runs(runs, [Path(w) for w in work_dirs], models, methods, ratios, layers, step,
+                              cache_mode, score_dtype)
     if models:
         runs = [r for r in runs if r.model in models]
     cols = list(datasets or dict.fromkeys(d for r in runs for d in r.datasets))
@@ -275,6 +284,10 @@ def main(argv=None) -> int:
     p.add_argument("--ratios", nargs="+", type=float, default=[], help="expected ratios: absent runs are marked")
     p.add_argument("--layers", nargs="+", type=int, default=[], help="expected layers: absent runs are marked")
     p.add_argument("--step", type=float, default=10.0, help="step (percentage points) of the expected grid")
+    p.add_argument("--cache-mode", choices=("static", "recompute"), default="static",
+                   help="cache mode of the expected grid (run.py --cache-mode)")
+    p.add_argument("--score-dtype", choices=("float32", "model"), default="float32",
+                   help="score precision of the expected grid's attention-scored methods (run.py --score-dtype)")
     a = p.parse_args(argv)
     if bool(a.ratios) != bool(a.layers):
         p.error("--ratios and --layers go together (they define the expected grid)")
@@ -283,7 +296,8 @@ def main(argv=None) -> int:
         print(f"collect_results: error: no such work dir: {', '.join(missing)} (give the --work-dir of run.py)",
               file=sys.stderr)
         return 2
-    rows, cols = build_table(a.work_dirs, a.datasets, a.models, a.methods, a.ratios, a.layers, a.step)
+    rows, cols = build_table(a.work_dirs, a.datasets, a.models, a.methods, a.ratios, a.layers, a.step,
+                             a.cache_mode, a.score_dtype)
     if not rows:
         print(f"collect_results: error: no runs in {', '.join(map(str, a.work_dirs))} (no */{SETTING_FILE}); "
               "nothing written", file=sys.stderr)

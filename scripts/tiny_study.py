@@ -9,6 +9,9 @@ come from ``scripts/synthetic_scenes.py`` with scene seeds from ``HELD_OUT_SEED_
 CLI::
 
     python scripts/tiny_study.py --n 1200 --threads 1 --json /tmp/study.json   # docs/tiny-model-study.md
+
+``--variants DTYPE:CACHE:SCORES ...`` repeats the grid with the model in another dtype, another
+cache mode and another score precision, and prints accuracy and time side by side.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import pathlib
 import sys
 import time
+from dataclasses import replace
 
 import torch
 
@@ -66,21 +70,26 @@ def normalise(text: str) -> str:
 
 
 @torch.no_grad()
-def evaluate(processor, model, items, config: PruneConfig | None = None, batch=50):
-    """Per-item correctness and the average image tokens per layer (pruned runs)."""
+def evaluate(processor, model, items, config: PruneConfig | None = None, batch=50, answers=None):
+    """Per-item correctness and the average image tokens per layer (pruned runs); ``answers`` (a list)
+    collects the normalised answers."""
     correct, avgs = [], []
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         inputs = build_inputs(processor, chunk)
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
         n = inputs["input_ids"].shape[1]
         if config is None:
             out = model.generate(**inputs, do_sample=False)
         else:
+            # recompute: no KV cache, the whole sequence re-runs (and re-selects) at every generated token
             with apply_pruning(model, config) as p:
-                out = model.generate(**inputs, do_sample=False)
+                out = model.generate(**inputs, do_sample=False, use_cache=config.cache_mode == "static")
             avgs.append(p.stats.avg_image_tokens_per_layer)
-        texts = processor.tokenizer.batch_decode(out[:, n:], skip_special_tokens=True)
-        correct += [normalise(t) == normalise(row["answer"]) for t, (_, row) in zip(texts, chunk)]
+        texts = [normalise(t) for t in processor.tokenizer.batch_decode(out[:, n:], skip_special_tokens=True)]
+        correct += [t == normalise(row["answer"]) for t, (_, row) in zip(texts, chunk)]
+        if answers is not None:
+            answers += texts
     avg = sum(avgs) / len(avgs) if avgs else float(model.config.image_seq_length)
     return correct, avg
 
@@ -99,16 +108,16 @@ def summarise(items, correct) -> dict:
 
 
 def settings(num_layers, n_image, layers=(2, 3), ratios=(0.5, 0.75, 0.9),
-             budgets=(0.5, 0.25)):
+             budgets=(0.5, 0.25), methods=METHODS):
     """(table, label, config) rows: the K x R grid, then equal-average-budget rows."""
     rows = [("grid", "none", None)]
     for k in layers:
         for r in ratios:
-            for m in METHODS:
+            for m in methods:
                 rows.append(("grid", f"{m} K={k} R={r}", PruneConfig(m, ratio=r, layer=k)))
     for k in layers:
         for frac in budgets:
-            for m in METHODS:
+            for m in methods:
                 try:
                     cfg = budget_config(m, frac * n_image, n_image, num_layers, k)
                 except ValueError as e:  # e.g. 25% of N at K=3: layers 0-2 alone use most of it
@@ -169,6 +178,59 @@ def markdown(results) -> str:
     return "\n".join(lines)
 
 
+def _variant(text: str):
+    dtype, cache, score = (text.split(":") + ["", ""])[:3]
+    if dtype not in ("float32", "bfloat16", "float16") or cache not in ("static", "recompute") \
+            or score not in ("float32", "model"):
+        raise argparse.ArgumentTypeError(f"expected DTYPE:CACHE:SCORES (e.g. float16:recompute:model), got {text!r}")
+    return dtype, cache, score
+
+
+def variant_config(cfg: PruneConfig | None, cache: str, score: str) -> PruneConfig | None:
+    """``cfg`` under another cache mode and score precision (the score precision only where it applies)."""
+    if cfg is None:
+        return None
+    kw = dict(cache_mode=cache)
+    if cfg.score_dtype is not None:  # attention scorers
+        kw["score_dtype"] = score
+    return replace(cfg, **kw)
+
+
+def variants_markdown(results, variants) -> str:
+    """Accuracy (± SE) and seconds per setting, one column per variant; then each variant's share of answers
+    identical to its dtype's first variant."""
+    results = [r for r in results if r["summary"] is not None]  # unreachable budgets have no numbers
+    names = [":".join(v) for v in variants]
+    first = {}
+    for n in names:
+        first.setdefault(n.split(":")[0], n)
+    by = {(r["label"], r["variant"]): r for r in results}
+    for r in results:  # the unpruned model ran once per dtype: its dtype's first column
+        if r["config"] is None:
+            by[(r["label"], first[r["variant"]])] = r
+    labels = list(dict.fromkeys(r["label"] for r in results))
+    head = "| setting | " + " | ".join(names) + " |"
+    lines = ["accuracy ± SE (seconds)", "", head, "|" + "---|" * (1 + len(names))]
+    for label in labels:
+        cells = []
+        for n in names:
+            r = by.get((label, n))
+            cells.append("-" if r is None else f"{r['summary']['all']['acc']:.3f} ± {r['summary']['all']['se']:.3f} "
+                                               f"({r['seconds']:.0f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "answers identical to the same dtype's first variant", "", head, lines[3]]
+    for label in labels:
+        if label == "none":
+            continue
+        cells = []
+        for n in names:
+            a, b = by.get((label, n)), by.get((label, first[n.split(":")[0]]))
+            cells.append("-" if a is None or b is None else
+                         f"{sum(x == y for x, y in zip(a['answers'], b['answers'])) / len(a['answers']):.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--ckpt", default=str(DEFAULT_CKPT))
@@ -178,13 +240,18 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--layers", type=int, nargs="+", default=[2, 3], help="K values")
     p.add_argument("--ratios", type=float, nargs="+", default=[0.5, 0.75, 0.9])
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25],
+    p.add_argument("--budgets", type=float, nargs="*", default=[0.5, 0.25],
                    help="equal-budget rows: average image tokens per layer as a fraction of N")
     p.add_argument("--types", nargs="+", default=list(sc.SHIPPED_TYPES),
                    choices=list(sc.QUESTION_TYPES), help="question types (default: shipped)")
     p.add_argument("--only-none", action="store_true", help="unpruned accuracy only")
     p.add_argument("--all-methods", action="store_true",
                    help="instead of the K x R grid: every method at each --budgets (papers: 1/3, 2/9, 1/9 of N)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--variants", nargs="+", type=_variant, default=[("float32", "static", "float32")],
+                   metavar="DTYPE:CACHE:SCORES",
+                   help="model dtype (float32, bfloat16, float16), cache mode (static, recompute) and score "
+                        "precision (float32, model) of each pass over the settings (default float32:static:float32)")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -195,28 +262,43 @@ def main(argv=None) -> int:
     if args.all_methods:
         rows = method_settings(num_layers, n_image, tuple(args.budgets))
     else:
-        rows = settings(num_layers, n_image, tuple(args.layers), tuple(args.ratios), tuple(args.budgets))
+        rows = settings(num_layers, n_image, tuple(args.layers), tuple(args.ratios),
+                        tuple(args.budgets), tuple(args.methods))
     if args.only_none:
         rows = rows[:1]
-    results = []
-    for table, label, cfg in rows:
-        if isinstance(cfg, ValueError):
-            print(f"{label}: {cfg}", flush=True)
-            results.append(dict(table=table, label=label, avg_tokens=None, config=None, note=str(cfg), summary=None))
-            continue
-        t0 = time.time()
-        correct, avg = evaluate(processor, model, items, cfg, args.batch)
-        results.append(dict(table=table, label=label, avg_tokens=avg,
-                             config=None if cfg is None else cfg.to_dict(), seconds=time.time() - t0,
-                             summary=summarise(items, correct)))
-        print(f"{label}: acc {results[-1]['summary']['all']['acc']:.3f} "
-              f"avg tokens {avg:.1f} ({time.time() - t0:.0f}s)", flush=True)
+    results, done_none = [], set()
+    for dtype, cache, score in args.variants:
+        model = model.to(getattr(torch, dtype))
+        name = f"{dtype}:{cache}:{score}"
+        for table, label, cfg in rows:
+            if isinstance(cfg, ValueError):  # an unreachable budget: a row that says so
+                print(f"{label}: {cfg}", flush=True)
+                results.append(dict(table=table, label=label, avg_tokens=None, variant=name, config=None,
+                                    note=str(cfg), summary=None))
+                continue
+            if cfg is None and dtype in done_none:  # the unpruned model: once per dtype
+                continue
+            cfg = variant_config(cfg, cache, score)
+            answers, t0 = [], time.time()
+            correct, avg = evaluate(processor, model, items, cfg, args.batch, answers)
+            results.append(dict(table=table, label=label, avg_tokens=avg, variant=dtype if cfg is None else name,
+                                config=None if cfg is None else cfg.to_dict(), seconds=time.time() - t0,
+                                summary=summarise(items, correct), answers=answers))
+            if cfg is None:
+                done_none.add(dtype)
+            print(f"{name} {label}: acc {results[-1]['summary']['all']['acc']:.3f} "
+                  f"avg tokens {avg:.1f} ({results[-1]['seconds']:.0f}s)", flush=True)
+    all_results = results
+    if len(args.variants) > 1:
+        print("\n### variants\n\n" + variants_markdown(results, args.variants))
+        first = args.variants[0]  # the per-type tables below: the first variant's
+        results = [r for r in results if r["variant"] in (":".join(first), first[0])]
     for table in ("grid", "budget", "methods"):
         chosen = [r for r in results if r["table"] == table or r["label"] == "none"]
         if len(chosen) > 1 or (table == "grid" and not args.all_methods):
             print(f"\n### {table}\n\n" + markdown(chosen))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        pathlib.Path(args.json).write_text(json.dumps(all_results, indent=1) + "\n")
     return 0
 
 

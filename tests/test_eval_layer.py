@@ -165,7 +165,9 @@ def test_setting_json(grid, eval_env, key):
     ident = rec["identity"]
     assert ident["prune"] == d.cfg.to_dict()
     assert ident["model_path"] == str(eval_env.path_of(d.model))
-    assert ident["attn_impl"] == ("eager" if "eager" in key else "sdpa")
+    paper = d.model != "qwen2_5vl_seqprune"  # the paper protocol (eager attention) is the paper's models' default
+    assert ident["protocol"] == ("paper" if paper else "hf")
+    assert ident["attn_impl"] == ("eager" if paper or "eager" in key else "sdpa")
     assert ident["dtype"] == "float32" and ident["max_new_tokens"] == 4
     if d.model == "qwen2_5vl_seqprune":  # inherited from VLMEvalKit's Qwen2.5-VL-7B-Instruct entry
         assert ident["use_custom_prompt"] is False
@@ -351,7 +353,8 @@ def test_bad_flag_combinations_are_refused(capsys, flags, message):
 
 def test_defaults_and_normalisation():
     s, _, _ = parse_flags(["--model", "x"])
-    assert s.prune == PruneConfig("sequential", 0.75, 2, 0.1) and s.attn_impl == "sdpa"
+    assert s.prune == PruneConfig("sequential", 0.75, 2, 0.1)
+    assert s.attn_impl is None and s.protocol is None and s.dtype is None  # the protocol's, resolved per model
     s, _, _ = parse_flags(["--prune-ratio", "0"])  # nothing pruned = the unpruned run, one name for both
     assert s.prune.tag() == "none"
     s, _, _ = parse_flags(["--prune-method", "random", "--prune-seed", "4", "--prune-step", "5"])
@@ -373,7 +376,8 @@ def test_demo_grid_runs_from_any_directory(eval_env, tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-6000:]
     assert COMBINATION_FAILED not in p.stdout
-    for name in ("llava_seqprune_none", "llava_seqprune_sequential_r0.5_l2_s10"):
+    paper = PruneConfig("sequential", 0.5, 2, cache_mode="recompute", score_dtype="model")  # the demos' default
+    for name in ("llava_seqprune_none", f"llava_seqprune_{paper.tag()}"):
         rec = json.loads((work_dir / name / "seqprune_setting.json").read_text())
         assert rec["launches"][-1]["world_size"] == 2
         assert len(stats_lines(work_dir / name)) == N

@@ -5,6 +5,9 @@
 # (Sequential Prune and the FastV baseline by default), keeps going when one run
 # fails, and ends with the table from scripts/collect_results.py. Runs already
 # complete are resumed, not redone (their results are reused under the same setting).
+# By default the runs follow the paper: the model's paper protocol (run.py's default for
+# the paper's models), no KV cache with re-selection at every generated token, and
+# attention scores in the model's precision, as the original research code ran.
 #
 # Environment overrides (defaults in brackets):
 #   MODEL       our model name, set by each demo (llava_seqprune, qwen2vl_seqprune, ...)
@@ -14,12 +17,16 @@
 #   LAYERS      first pruned layer K [2 3 5]
 #   METHODS     pruning methods of the grid [sequential fastv]
 #   STEP        percentage points per layer of the stepwise methods (sequential, random) [10]
-#   WORK_DIR    output folder [<repo>/outputs/$MODEL]
+#   CACHE_MODE  --cache-mode of the pruned runs: recompute (the original's) or static (prune at prefill,
+#               decode on the pruned KV cache: much faster, answers may differ after the first token) [recompute]
+#   SCORE_DTYPE --score-dtype of the attention-scored methods: model (the original's) or float32 [model]
+#   WORK_DIR    output folder [<repo>/outputs/$MODEL, plus _static / _score<dtype> when those differ from the paper]
 #   NPROC       processes; above 1 the runs go through torchrun --nproc-per-node=$NPROC [1]
 #   GPUS        CUDA_VISIBLE_DEVICES for the runs [unchanged]
 #   PYTHON      interpreter [$VENV/bin/python if it exists (VENV defaults to <repo>/.venv), else python3]
 #   TORCHRUN    multi-process launcher [torchrun beside $PYTHON, else $PYTHON -m torch.distributed.run]
-#   EXTRA_ARGS  more run.py flags, e.g. "--max-new-tokens 64 --attn-impl flash_attention_2"
+#   EXTRA_ARGS  more run.py flags, e.g. "--protocol hf --max-new-tokens 64 --attn-impl sdpa"
+#   DRY_RUN     1: print each command instead of running it
 #   LMUData     benchmark folder [~/LMUData, announced]
 
 seqprune_python() {
@@ -41,11 +48,14 @@ seqprune_grid() {
     fi
     local -a data ratios layers methods extra launcher common failed=()
     read -r -a data <<< "${DATA:-DocVQA_VAL OCRBench}"
-    read -r -a ratios <<< "${RATIOS:-0.5 0.75 0.9}"
+    read -r -a ratios <<< "${RATIOS:-0.5 0.75 0.9}"  # the demos set their own
     read -r -a layers <<< "${LAYERS:-2 3 5}"
     read -r -a methods <<< "${METHODS:-sequential fastv}"
     read -r -a extra <<< "${EXTRA_ARGS:-}"
-    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL}" nproc="${NPROC:-1}" python step="${STEP:-10}"
+    local cache="${CACHE_MODE:-recompute}" score="${SCORE_DTYPE:-model}" suffix=""
+    if [ "$cache" != recompute ]; then suffix+="_$cache"; fi
+    if [ "$score" != model ]; then suffix+="_score$score"; fi
+    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL$suffix}" nproc="${NPROC:-1}" python step="${STEP:-10}"
     python="$(seqprune_python)"
     if [ "$nproc" -gt 1 ]; then
         local pydir
@@ -68,25 +78,39 @@ seqprune_grid() {
 
     _seqprune_run() {
         echo "=== $MODEL $* ($nproc process(es), work dir $work_dir)"
+        if [ "${DRY_RUN:-0}" = 1 ]; then
+            printf 'RUN'; printf ' %q' "${launcher[@]}" "$here/run.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"}; echo
+            return
+        fi
         "${launcher[@]}" "$here/run.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} || failed+=("$*")
     }
     _seqprune_run --prune-method none
     local m r k
+    local -a flags
     for m in "${methods[@]}"; do
         for r in "${ratios[@]}"; do
             for k in "${layers[@]}"; do
-                if [ "$m" = sequential ] || [ "$m" = random ]; then
-                    _seqprune_run --prune-method "$m" --prune-ratio "$r" --prune-layer "$k" --prune-step "$step"
-                else
-                    _seqprune_run --prune-method "$m" --prune-ratio "$r" --prune-layer "$k"
-                fi
+                flags=(--prune-method "$m" --prune-ratio "$r" --prune-layer "$k" --cache-mode "$cache")
+                case "$m" in  # stepwise schedules take a step; attention scorers a score precision
+                    sequential|random) flags+=(--prune-step "$step") ;;
+                esac
+                case "$m" in
+                    sequential|fastv|pdrop|custom) flags+=(--score-dtype "$score") ;;
+                esac
+                _seqprune_run "${flags[@]}"
             done
         done
     done
 
     echo "=== summary"
-    "$python" "$repo/scripts/collect_results.py" "$work_dir" --models "$MODEL" --datasets "${data[@]}" \
-        --methods "${methods[@]}" --ratios "${ratios[@]}" --layers "${layers[@]}" --step "$step" || failed+=("collect_results")
+    local -a summary=("$python" "$repo/scripts/collect_results.py" "$work_dir" --models "$MODEL"
+        --datasets "${data[@]}" --methods "${methods[@]}" --ratios "${ratios[@]}" --layers "${layers[@]}"
+        --step "$step" --cache-mode "$cache" --score-dtype "$score")
+    if [ "${DRY_RUN:-0}" = 1 ]; then
+        printf 'SUMMARY'; printf ' %q' "${summary[@]}"; echo
+        return
+    fi
+    "${summary[@]}" || failed+=("collect_results")
     if [ "${#failed[@]}" -gt 0 ]; then
         printf 'FAILED: %s\n' "${failed[@]}" >&2
         return 1

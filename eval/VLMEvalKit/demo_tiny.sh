@@ -6,8 +6,12 @@
 #      disjoint from the checkpoint's training seeds
 #   3. eval/VLMEvalKit/run.py for none, fastv, sequential and random at R in {0.5, 0.75, 0.9}, K = 2
 #   4. the paper-style table (scripts/collect_results.py) with efficiency columns
+# It runs the paper protocol (run.py's default for llava_seqprune): on this checkpoint's word-level tokenizer and
+# square 112 px images it gives the same token ids and pixels as the chat template it was trained on
+# (tests/test_protocol.py). The runs are static and float32-scored (the fast variant; on a float32 CPU model the
+# model's precision is float32): CACHE_MODE=recompute SCORE_DTYPE=model runs the paper demos' procedure.
 # Overrides: N (rows per dataset) [40], CKPT, TINY_RANDOM, WORK_DIR [<repo>/outputs/demo_tiny], RATIOS,
-# LAYERS, METHODS, PYTHON, NPROC (see _grid.sh). Results are regenerated on every run (no stale reuse).
+# LAYERS, METHODS, CACHE_MODE, SCORE_DTYPE, PYTHON, NPROC (see _grid.sh). Results are regenerated on every run.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -38,4 +42,5 @@ done
 echo "=== checkpoint $ckpt; datasets ${names[*]} ($n rows each)"
 export MODEL=llava_seqprune MODEL_PATH="$ckpt" WORK_DIR="$work/runs" DATA="${names[*]}" EXTRA_ARGS="${extra[*]}"
 export METHODS="${METHODS:-fastv sequential random}" RATIOS="${RATIOS:-0.5 0.75 0.9}" LAYERS="${LAYERS:-2}"
+export CACHE_MODE="${CACHE_MODE:-static}" SCORE_DTYPE="${SCORE_DTYPE:-float32}"
 seqprune_grid

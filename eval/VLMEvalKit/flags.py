@@ -19,6 +19,9 @@ from SequentialPrune.config import POSITIONS, SCORE_DTYPES
 
 ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
 CACHE_MODES = ("static", "recompute")
+# Input/decoding protocols and model dtypes (resolved per model in seqprune_models/protocol.py).
+PROTOCOLS = ("paper", "hf")
+DTYPES = ("float16", "bfloat16", "float32", "auto")
 # --register-dataset kinds; local_datasets.py maps them to vlmeval classes.
 DATASET_KINDS = ("mcq", "yn", "vqa")
 
@@ -38,7 +41,10 @@ class EvalSetting:
     # --prune-budget: average image tokens per layer (a fraction of N when <= 1), solved into prune.ratio at launch
     budget: Optional[float] = None
     budget_n_image: Optional[int] = None
-    attn_impl: str = "sdpa"
+    # Model flags left None take the protocol's value (seqprune_models/protocol.py), resolved per model at launch.
+    protocol: Optional[str] = None
+    dtype: Optional[str] = None
+    attn_impl: Optional[str] = None
     model_path: Optional[str] = None
     max_new_tokens: Optional[int] = None
     min_pixels: Optional[int] = None
@@ -128,18 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static: prune at prefill, decode on the pruned KV cache (default); "
                         "recompute: no KV cache, re-select at every generated token (the original inplace code)")
     m = p.add_argument_group("model")
-    m.add_argument("--attn-impl", choices=ATTN_IMPLS, default="sdpa", help="attention implementation (default sdpa)")
     m.add_argument("--model-path", default=None, help="hub id or local checkpoint directory (offline use)")
-    m.add_argument("--max-new-tokens", type=_positive_int, default=None,
-                   help="override the generation length (default: VLMEvalKit's, 2048)")
-    m.add_argument("--min-pixels", type=_positive_int, default=None, help="Qwen models: min pixels per image")
-    m.add_argument("--max-pixels", type=_positive_int, default=None, help="Qwen models: max pixels per image")
     m.add_argument("--register-dataset", type=_dataset_kind, action="append", default=[], metavar="NAME=KIND",
                    help=f"use $LMUData/NAME.tsv as a local dataset of KIND {DATASET_KINDS} (repeatable)")
     r = p.add_argument_group("results")
     r.add_argument("--reuse-despite-changes", action="store_true",
                    help="keep the results in the run folder although the checkpoint files, a dataset TSV or the "
                         "code changed since they were made (otherwise such a launch is refused)")
+    pp = p.add_argument_group("input and decoding protocol (defaults: the protocol's; see README)")
+    pp.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                    help="paper: the original research code's images, prompt, token ids and decoding (default for "
+                         "the paper's models); hf: the checkpoint's chat template and processor defaults, as "
+                         "VLMEvalKit runs them (default for the others)")
+    pp.add_argument("--dtype", choices=DTYPES, default=None,
+                    help="weights and activations; auto = the checkpoint's stored dtype (default on GPU: paper "
+                         "LLaVA float16, paper Qwen2-VL auto, hf bfloat16; float32 on CPU)")
+    pp.add_argument("--attn-impl", choices=ATTN_IMPLS, default=None,
+                    help="attention implementation (default: eager for paper, as the original; sdpa for hf)")
+    pp.add_argument("--max-new-tokens", type=_positive_int, default=None,
+                    help="generation length (default: paper LLaVA 100, paper Qwen2-VL 50, hf 2048 as VLMEvalKit)")
+    pp.add_argument("--min-pixels", type=_positive_int, default=None,
+                    help="Qwen models: min pixels per image, OCRBench included (default: paper 256*28*28, and "
+                         "10*10*28*28 on OCRBench as the original; hf: VLMEvalKit's entry)")
+    pp.add_argument("--max-pixels", type=_positive_int, default=None,
+                    help="Qwen models: max pixels per image (default: paper 2048*28*28; hf: VLMEvalKit's entry)")
     o = p.add_argument_group("original research code (aliases)")
     o.add_argument("--use-fast-v", action="store_true", help="prune (FastV, or sequential with "
                                                              "--fast-v-sequential-prune)")
@@ -247,8 +265,8 @@ def _setting(a) -> EvalSetting:
             raise FlagError(f"{flag} must be >= 0, got {v}")
     _check_model_path(a.model_path)
     return EvalSetting(
-        prune=cfg, budget=a.prune_budget, budget_n_image=a.budget_n_image, attn_impl=a.attn_impl,
-        model_path=a.model_path, max_new_tokens=a.max_new_tokens,
+        prune=cfg, budget=a.prune_budget, budget_n_image=a.budget_n_image, protocol=a.protocol, dtype=a.dtype,
+        attn_impl=a.attn_impl, model_path=a.model_path, max_new_tokens=a.max_new_tokens,
         min_pixels=a.min_pixels, max_pixels=a.max_pixels, expect_sys_length=a.fast_v_sys_length,
         expect_image_tokens=a.fast_v_image_token_length, legacy_flags=bool(a.use_fast_v),
         register_datasets=tuple(a.register_dataset))

@@ -77,7 +77,7 @@ def _resolve_models(args, setting, ns):
 
 def _check_static(args, setting, ours):
     from local_datasets import dataset_known, register_local_datasets
-    from seqprune_models import checkpoint_layers
+    from seqprune_models import checkpoint_layers, protocol_of
 
     if setting.attn_impl == "flash_attention_2":
         import torch
@@ -98,6 +98,9 @@ def _check_static(args, setting, ours):
                 note(f"--prune-budget {setting.budget:g}: {base} runs {setting.prune.method} at ratio "
                      f"{setting.prune.ratio:g} ({setting.prune.tag()})")
             setting.prune.check_model(layers)
+            proto = protocol_of(base, setting)  # refuses e.g. --protocol paper for a model the paper did not run
+            note(f"{base}: {proto['protocol']} protocol, " + ", ".join(
+                f"{k} {v}" for k, v in proto.items() if k != "protocol"))
         except ValueError as e:
             raise LaunchError(f"{base}: {e}") from None
     return setting
@@ -170,9 +173,8 @@ def _register(args, setting, ns, ours, work_dir, lmudata: Path, locks: list) -> 
     from run_files import adopt_other_world_pickles, prune_logs, saved_indices
     from run_lock import RunLock
     from run_record import check_not_stale, content_changes, identity, unverifiable, write_setting
-    from seqprune_models import default_device, default_dtype, model_kwargs, register
+    from seqprune_models import model_kwargs, register
 
-    dtype = str(default_dtype(default_device())).replace("torch.", "")
     world = int(os.environ.get("WORLD_SIZE", 1))
     retry_failed = not args.keep_failed
     if RANK == 0:
@@ -183,7 +185,7 @@ def _register(args, setting, ns, ours, work_dir, lmudata: Path, locks: list) -> 
         name = register(base, setting, work_dir)
         run_dir = Path(work_dir) / name
         kw = model_kwargs(base, setting, str(run_dir))
-        ident = identity(kw, dtype, base)
+        ident = identity(kw, kw["dtype"], base)  # the dtype the protocol resolved
         lock = RunLock(run_dir)
         if RANK == 0:
             lock.acquire(note)

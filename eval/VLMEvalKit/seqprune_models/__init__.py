@@ -15,10 +15,13 @@ from SequentialPrune import PruneConfig
 
 from sample_stats import STATS_DIR
 
-from .common import default_device, default_dtype  # noqa: F401  (used by run.py)
+from .common import default_device, default_dtype  # noqa: F401  (re-exported for launchers)
 from .internvl import InternVLSeqPrune
 from .llava import LlavaSeqPrune
+from .llava_paper import sentencepiece_file
 from .onevision import LlavaOnevisionSeqPrune
+from .protocol import PIXEL_FAMILIES as PIXEL_LIMITED  # noqa: F401  (families whose --min/--max-pixels apply)
+from .protocol import resolve as resolve_protocol
 from .qwen import QwenVLSeqPrune
 from .qwen3 import Qwen3VLSeqPrune
 
@@ -30,17 +33,17 @@ class ModelSpec:
     default_path: str            # hub id used when --model-path is not given
     num_layers: int              # decoder layers of default_path, for the static schedule check
     vlmeval_twin: Optional[str] = None  # VLMEvalKit entry whose image settings we inherit
+    paper_protocol: bool = False  # the paper evaluated it: --protocol paper is its default (protocol.py)
 
 
 FAMILIES = {"llava": LlavaSeqPrune, "qwen": QwenVLSeqPrune, "qwen3": Qwen3VLSeqPrune,
             "onevision": LlavaOnevisionSeqPrune, "internvl": InternVLSeqPrune}
-PIXEL_LIMITED = ("qwen", "qwen3")  # families whose image size --min-pixels/--max-pixels bound
 
 MODELS: Dict[str, ModelSpec] = {
-    "llava_seqprune": ModelSpec("llava", "llava-hf/llava-1.5-7b-hf", 32),
-    "llava_seqprune_13b": ModelSpec("llava", "llava-hf/llava-1.5-13b-hf", 40),
-    "qwen2vl_seqprune": ModelSpec("qwen", "Qwen/Qwen2-VL-2B-Instruct", 28, "Qwen2-VL-2B-Instruct"),
-    "qwen2vl_seqprune_7b": ModelSpec("qwen", "Qwen/Qwen2-VL-7B-Instruct", 28, "Qwen2-VL-7B-Instruct"),
+    "llava_seqprune": ModelSpec("llava", "llava-hf/llava-1.5-7b-hf", 32, paper_protocol=True),
+    "llava_seqprune_13b": ModelSpec("llava", "llava-hf/llava-1.5-13b-hf", 40, paper_protocol=True),
+    "qwen2vl_seqprune": ModelSpec("qwen", "Qwen/Qwen2-VL-2B-Instruct", 28, "Qwen2-VL-2B-Instruct", True),
+    "qwen2vl_seqprune_7b": ModelSpec("qwen", "Qwen/Qwen2-VL-7B-Instruct", 28, "Qwen2-VL-7B-Instruct", True),
     "qwen2_5vl_seqprune": ModelSpec("qwen", "Qwen/Qwen2.5-VL-7B-Instruct", 28, "Qwen2.5-VL-7B-Instruct"),
     "qwen3vl_seqprune": ModelSpec("qwen3", "Qwen/Qwen3-VL-8B-Instruct", 36, "Qwen3-VL-8B-Instruct"),
     "qwen3vl_seqprune_2b": ModelSpec("qwen3", "Qwen/Qwen3-VL-2B-Instruct", 28, "Qwen3-VL-2B-Instruct"),
@@ -71,21 +74,28 @@ def registered_name(base: str, prune: PruneConfig) -> str:
 
 def model_kwargs(base: str, setting, run_dir: str) -> dict:
     """Constructor keywords of ``base`` under ``setting``, writing stats into ``run_dir``."""
+    spec = MODELS[base]
+    kw = protocol_of(base, setting)
+    kw.update(model_path=setting.model_path or spec.default_path, prune=setting.prune,
+              stats_dir=str(Path(run_dir) / STATS_DIR), model_name=registered_name(base, setting.prune),
+              expect_sys_length=setting.expect_sys_length, expect_image_tokens=setting.expect_image_tokens)
+    return kw
+
+
+# ----------------------------------------------------------------------------- input protocol (issue 9)
+def protocol_of(base: str, setting) -> dict:
+    """The resolved protocol keywords of ``base`` (protocol, dtype, attention, generation length, images);
+    ValueError when the flags ask for what the model cannot do."""
     from vlmeval.config import supported_VLM
 
     spec = MODELS[base]
-    kw = {}
+    path = setting.model_path or spec.default_path
     twin = supported_VLM.get(spec.vlmeval_twin) if spec.vlmeval_twin else None
-    if twin is not None:
-        kw.update({k: v for k, v in twin.keywords.items() if k in TWIN_KEYS})
-    kw.update(model_path=setting.model_path or spec.default_path, prune=setting.prune,
-              attn_impl=setting.attn_impl, stats_dir=str(Path(run_dir) / STATS_DIR),
-              model_name=registered_name(base, setting.prune), max_new_tokens=setting.max_new_tokens,
-              expect_sys_length=setting.expect_sys_length, expect_image_tokens=setting.expect_image_tokens)
-    if spec.family in PIXEL_LIMITED:
-        for key in ("min_pixels", "max_pixels"):
-            if getattr(setting, key) is not None:
-                kw[key] = getattr(setting, key)
+    twin_kw = {k: v for k, v in twin.keywords.items() if k in TWIN_KEYS} if twin is not None else {}
+    kw = resolve_protocol(spec.family, spec.paper_protocol, base, setting, path, twin_kw)
+    if spec.family == "llava" and kw["protocol"] == "paper":
+        # The original tokenised with the slow (SentencePiece) tokenizer; checkpoints without one use theirs.
+        kw["paper_tokenizer"] = "sentencepiece" if sentencepiece_file(path) else "checkpoint"
     return kw
 
 

@@ -24,7 +24,7 @@ def default_device() -> str:
 
 
 def default_dtype(device: str) -> torch.dtype:
-    """bf16 on GPU (the papers' setting), fp32 on CPU (bf16 matmuls are slow there)."""
+    """The hf protocol's dtype: bf16 on GPU, fp32 on CPU (half-precision matmuls are slow there)."""
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
@@ -35,13 +35,16 @@ class PrunedGenerationMixin:
 
     def _load_pruned(self, model_path: str, prune: PruneConfig, attn_impl: str, stats_dir: str,
                      model_name: str, max_new_tokens: Optional[int], expect_sys_length: Optional[int],
-                     expect_image_tokens: Optional[int]) -> None:
+                     expect_image_tokens: Optional[int], dtype: Optional[str] = None) -> None:
         import transformers
         from transformers import AutoConfig, AutoProcessor
 
         self.model_path, self.prune, self.model_name = model_path, prune, model_name
         self.device = default_device()
-        self.dtype = default_dtype(self.device)
+        # dtype: as resolved by protocol.resolve (run.py passes it); None = this device's default.
+        self.dtype = getattr(torch, dtype, None) if dtype else default_dtype(self.device)
+        if not isinstance(self.dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}")
         model_type = AutoConfig.from_pretrained(model_path).model_type
         if model_type not in self.MODEL_CLASSES:
             raise ValueError(f"{type(self).__name__} runs {sorted(self.MODEL_CLASSES)} checkpoints; "

@@ -23,16 +23,18 @@ class InternVLSeqPrune(PrunedGenerationMixin, InternVLChat):
     VIDEO_LLM = False
     MODEL_CLASSES = {"internvl": "InternVLForConditionalGeneration"}
 
-    def __init__(self, model_path="OpenGVLab/InternVL3-8B-hf", *, prune: PruneConfig, attn_impl="sdpa",
-                 stats_dir=STATS_DIR, model_name="internvl_seqprune", max_new_tokens=None,
+    def __init__(self, model_path="OpenGVLab/InternVL3-8B-hf", *, prune: PruneConfig, protocol="hf", dtype=None,
+                 attn_impl="sdpa", stats_dir=STATS_DIR, model_name="internvl_seqprune", max_new_tokens=None,
                  expect_sys_length=None, expect_image_tokens=None, use_custom_prompt=True, **kwargs):
         BaseModel.__init__(self)  # not InternVLChat.__init__: remote code, CUDA
         # what InternVLChat's prompt methods read
         self._use_custom_prompt, self.use_mpo_prompt, self.use_cot = use_custom_prompt, False, False
         self.use_postprocess, self.cot_prompt, self.system_prompt, self.screen_parse = False, None, None, False
         self.kwargs, self.version, self.best_of_n = {}, "V2.0", 1
+        if protocol != "hf":  # protocol.resolve refuses "paper" for models the paper did not run
+            raise ValueError(f"{type(self).__name__} runs the hf protocol only, got {protocol!r}")
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
-                          expect_sys_length, expect_image_tokens)
+                          expect_sys_length, expect_image_tokens, dtype=dtype)
 
     def generate_inner(self, message, dataset=None):
         self.set_max_num(dataset)

@@ -1,4 +1,4 @@
-"""llava-hf LLaVA-1.5 with VLMEvalKit's LLaVA prompts."""
+"""llava-hf LLaVA-1.5 with VLMEvalKit's LLaVA prompts, under the paper's or the hf input protocol."""
 from __future__ import annotations
 
 from PIL import Image
@@ -10,28 +10,44 @@ from SequentialPrune import PruneConfig
 from sample_stats import STATS_DIR
 
 from .common import PrunedGenerationMixin
+from .llava_paper import PaperInputs
 
-# LLaVA-1.5's (Vicuna v1) system prompt, which VLMEvalKit's LLaVA-1.5 wrapper also puts first.
+# LLaVA-1.5's (Vicuna v1) system prompt for the chat template, which adds the space after it.
 LLAVA_SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. "
                        "The assistant gives helpful, detailed, and polite answers to the human's questions.")
 
 
 class LlavaSeqPrune(PrunedGenerationMixin, LLaVA_Next):
-    """llava-hf LLaVA-1.5 (``LlavaForConditionalGeneration``) with VLMEvalKit's LLaVA prompts."""
+    """llava-hf LLaVA-1.5 (``LlavaForConditionalGeneration``) with VLMEvalKit's LLaVA prompts.
+
+    MCQ prompts come from VLMEvalKit's LLaVA ``build_prompt`` (the same as the original's), the others from
+    the datasets. ``protocol="paper"`` then feeds the model what the original did (see ``llava_paper``);
+    ``"hf"`` uses the checkpoint's chat template and processor.
+    """
 
     INSTALL_REQ = False
     INTERLEAVE = True
     MODEL_CLASSES = {"llava": "LlavaForConditionalGeneration"}
 
-    def __init__(self, model_path="llava-hf/llava-1.5-7b-hf", *, prune: PruneConfig, attn_impl="sdpa",
-                 stats_dir=STATS_DIR, model_name="llava_seqprune", max_new_tokens=None,
-                 expect_sys_length=None, expect_image_tokens=None, system_prompt=LLAVA_SYSTEM_PROMPT, **kwargs):
+    def __init__(self, model_path="llava-hf/llava-1.5-7b-hf", *, prune: PruneConfig, protocol="hf", dtype=None,
+                 attn_impl="sdpa", stats_dir=STATS_DIR, model_name="llava_seqprune", max_new_tokens=None,
+                 expect_sys_length=None, expect_image_tokens=None, paper_tokenizer="checkpoint",
+                 system_prompt=LLAVA_SYSTEM_PROMPT, **kwargs):
         BaseModel.__init__(self)  # not LLaVA_Next.__init__: it loads LLaVA-NeXT classes onto CUDA
-        self.system_prompt = system_prompt
+        if protocol not in ("paper", "hf"):
+            raise ValueError(f"unknown protocol {protocol!r}")
+        self.protocol, self.system_prompt = protocol, system_prompt
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
-                          expect_sys_length, expect_image_tokens)
+                          expect_sys_length, expect_image_tokens, dtype=dtype)
+        self.paper = None
+        if protocol == "paper":
+            self.paper = PaperInputs.load(self.processor, model_path, paper_tokenizer)
+            # Stop at </s> as the original's stopping criterion, and at the checkpoint's EOS as its generate did.
+            eos = self.model.generation_config.eos_token_id
+            eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+            self.generate_kwargs["eos_token_id"] = sorted(set(eos) | set(self.paper.stop_ids()))
 
-    def generate_inner(self, message, dataset=None):
+    def _hf_inputs(self, message):
         content, images = [], []
         for msg in message:
             if msg["type"] == "text":
@@ -44,8 +60,19 @@ class LlavaSeqPrune(PrunedGenerationMixin, LLaVA_Next):
             conversation.insert(0, {"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         # Keywords: transformers 5 takes images first, so positional (prompt, images) breaks.
-        inputs = self.processor(images=images or None, text=prompt, return_tensors="pt").to(self.device)
+        return self.processor(images=images or None, text=prompt, return_tensors="pt")
+
+    def model_inputs(self, message) -> dict:
+        """The model inputs for a VLMEvalKit message under this protocol, on the model's device and dtype."""
+        inputs = dict(self.paper(message) if self.paper else self._hf_inputs(message))
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        answer = self._decode(self._generate(inputs, dataset))
+        return inputs
+
+    def generate_inner(self, message, dataset=None):
+        new = self._generate(self.model_inputs(message), dataset)
+        if self.paper:  # the original: decode the new tokens without special tokens, strip, nothing else
+            return self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
+        answer = self._decode(new)
         return self.output_process(answer).replace("<unk>", "").strip()

@@ -21,12 +21,14 @@ class LlavaOnevisionSeqPrune(PrunedGenerationMixin, LLaVA_OneVision_HF):
     VIDEO_LLM = False
     MODEL_CLASSES = {"llava_onevision": "LlavaOnevisionForConditionalGeneration"}
 
-    def __init__(self, model_path="llava-hf/llava-onevision-qwen2-7b-ov-hf", *, prune: PruneConfig,
-                 attn_impl="sdpa", stats_dir=STATS_DIR, model_name="llava_onevision_seqprune", max_new_tokens=None,
+    def __init__(self, model_path="llava-hf/llava-onevision-qwen2-7b-ov-hf", *, prune: PruneConfig, protocol="hf",
+                 dtype=None, attn_impl="sdpa", stats_dir=STATS_DIR, model_name="llava_onevision_seqprune", max_new_tokens=None,
                  expect_sys_length=None, expect_image_tokens=None, **kwargs):
         BaseModel.__init__(self)  # not LLaVA_OneVision_HF.__init__: it loads fp16 onto CUDA
+        if protocol != "hf":  # protocol.resolve refuses "paper" for models the paper did not run
+            raise ValueError(f"{type(self).__name__} runs the hf protocol only, got {protocol!r}")
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
-                          expect_sys_length, expect_image_tokens)
+                          expect_sys_length, expect_image_tokens, dtype=dtype)
 
     def generate_inner(self, message, dataset=None):
         content, images = "", []

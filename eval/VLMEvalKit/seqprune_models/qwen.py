@@ -1,4 +1,10 @@
-"""Qwen2-VL / Qwen2.5-VL with VLMEvalKit's Qwen2-VL prompts."""
+"""Qwen2-VL / Qwen2.5-VL with VLMEvalKit's Qwen2-VL prompts, under the paper's or the hf protocol.
+
+Both protocols prompt alike (``Qwen2VLPromptMixin``, the same strings as the original's
+``qwen2_vl/prompt.py``); the paper's differs in its image size bounds, generation length,
+dtype and attention (``protocol.DEFAULTS``, resolved by ``protocol.resolve``) and in
+decoding the answer without stripping it, as the original did.
+"""
 from __future__ import annotations
 
 from vlmeval.vlm.qwen2_vl.model import Qwen2VLChat
@@ -9,6 +15,7 @@ from SequentialPrune import PruneConfig
 from sample_stats import STATS_DIR
 
 from .common import PrunedGenerationMixin
+from .protocol import OCRBENCH_MIN_PIXELS
 
 
 class QwenVLSeqPrune(PrunedGenerationMixin, Qwen2VLChat):
@@ -20,10 +27,13 @@ class QwenVLSeqPrune(PrunedGenerationMixin, Qwen2VLChat):
     MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration",
                      "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 
-    def __init__(self, model_path="Qwen/Qwen2-VL-2B-Instruct", *, prune: PruneConfig, attn_impl="sdpa",
-                 stats_dir=STATS_DIR, model_name="qwen2vl_seqprune", max_new_tokens=None,
+    def __init__(self, model_path="Qwen/Qwen2-VL-2B-Instruct", *, prune: PruneConfig, protocol="hf", dtype=None,
+                 attn_impl="sdpa", stats_dir=STATS_DIR, model_name="qwen2vl_seqprune", max_new_tokens=None,
                  expect_sys_length=None, expect_image_tokens=None, min_pixels=None, max_pixels=None,
-                 use_custom_prompt=True, system_prompt=None, **kwargs):
+                 ocrbench_min_pixels=OCRBENCH_MIN_PIXELS, use_custom_prompt=True, system_prompt=None, **kwargs):
+        if protocol not in ("paper", "hf"):
+            raise ValueError(f"unknown protocol {protocol!r}")
+        self.protocol, self.ocrbench_min_pixels = protocol, ocrbench_min_pixels
         # Qwen2VLChat.__init__ needs nvidia-smi and flash-attn; set what its prompt methods read instead.
         Qwen2VLPromptMixin.__init__(self, use_custom_prompt=use_custom_prompt)
         self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, None
@@ -31,7 +41,15 @@ class QwenVLSeqPrune(PrunedGenerationMixin, Qwen2VLChat):
         self.system_prompt, self.verbose, self.post_process = system_prompt, False, False
         self.use_audio_in_video = self.use_vllm = self.use_lmdeploy = False
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
-                          expect_sys_length, expect_image_tokens)
+                          expect_sys_length, expect_image_tokens, dtype=dtype)
+
+    def _prepare_content(self, inputs, dataset=None):
+        content = super()._prepare_content(inputs, dataset=dataset)
+        if dataset == "OCRBench":  # VLMEvalKit hard-codes 10*10*28*28 there; an explicit --min-pixels wins
+            for item in content:
+                if item.get("type") == "image":
+                    item["min_pixels"] = self.ocrbench_min_pixels
+        return content
 
     def generate_inner(self, message, dataset=None):
         from qwen_vl_utils import process_vision_info
@@ -47,4 +65,7 @@ class QwenVLSeqPrune(PrunedGenerationMixin, Qwen2VLChat):
         for key in ("pixel_values", "pixel_values_videos"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.dtype)
-        return self._decode(self._generate(inputs, dataset))
+        new = self._generate(inputs, dataset)
+        if self.protocol == "paper":  # the original: no strip, no clean-up of tokenisation spaces
+            return self.processor.tokenizer.decode(new, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self._decode(new)

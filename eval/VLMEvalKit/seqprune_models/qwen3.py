@@ -21,8 +21,8 @@ class Qwen3VLSeqPrune(PrunedGenerationMixin, Qwen3VLChat):
     MODEL_CLASSES = {"qwen3_vl": "Qwen3VLForConditionalGeneration",
                      "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration"}
 
-    def __init__(self, model_path="Qwen/Qwen3-VL-8B-Instruct", *, prune: PruneConfig, attn_impl="sdpa",
-                 stats_dir=STATS_DIR, model_name="qwen3vl_seqprune", max_new_tokens=None,
+    def __init__(self, model_path="Qwen/Qwen3-VL-8B-Instruct", *, prune: PruneConfig, protocol="hf", dtype=None,
+                 attn_impl="sdpa", stats_dir=STATS_DIR, model_name="qwen3vl_seqprune", max_new_tokens=None,
                  expect_sys_length=None, expect_image_tokens=None, min_pixels=None, max_pixels=None,
                  use_custom_prompt=True, system_prompt=None, **kwargs):
         Qwen3VLPromptMixin.__init__(self, use_custom_prompt=use_custom_prompt)
@@ -30,8 +30,10 @@ class Qwen3VLSeqPrune(PrunedGenerationMixin, Qwen3VLChat):
         self.fps, self.nframe, self.FRAME_FACTOR = 2, 128, 2
         self.system_prompt, self.verbose, self.post_process = system_prompt, False, False
         self.use_audio_in_video = self.use_vllm = self.use_lmdeploy = False
+        if protocol != "hf":  # protocol.resolve refuses "paper" for models the paper did not run
+            raise ValueError(f"{type(self).__name__} runs the hf protocol only, got {protocol!r}")
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
-                          expect_sys_length, expect_image_tokens)
+                          expect_sys_length, expect_image_tokens, dtype=dtype)
 
     def generate_inner(self, message, dataset=None):
         from qwen_vl_utils import process_vision_info
