@@ -32,12 +32,12 @@ import torch  # noqa: E402
 
 from SequentialPrune import apply_pruning, prefill_flops  # noqa: E402
 from SequentialPrune.adapters import adapter_for  # noqa: E402
-from scripts.bench_inputs import make_layout  # noqa: E402
-from scripts.bench_measure import PeakMemory, Probe, Clock, expected_cache_bytes, measure_generate  # noqa: E402
-from scripts.bench_methods import BENCH_METHODS, Setting, expand  # noqa: E402
-from scripts.bench_presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402
-from scripts.bench_report import machine_info, markdown, plot, write_json  # noqa: E402
-from scripts.bench_targets import evaluate, paired_ratio  # noqa: E402
+from scripts.bench.inputs import make_layout  # noqa: E402
+from scripts.bench.measure import PeakMemory, Probe, Clock, expected_cache_bytes, measure_generate  # noqa: E402
+from scripts.bench.methods import BENCH_METHODS, Setting, expand  # noqa: E402
+from scripts.bench.presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402
+from scripts.bench.report import machine_info, markdown, plot, write_json  # noqa: E402
+from scripts.bench.targets import evaluate, paired_ratio  # noqa: E402
 
 METRICS = ("prefill_ms", "ttft_ms", "decode_ms_per_token", "decode_lm_ms", "e2e_ms", "vision_ms",
            "peak_mem_bytes", "peak_mem_delta_bytes")

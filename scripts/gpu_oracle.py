@@ -24,8 +24,8 @@ import torch  # noqa: E402
 
 from oracle import masked_reference  # noqa: E402
 from SequentialPrune import PruneConfig, apply_pruning  # noqa: E402
-from scripts.bench_inputs import make_layout  # noqa: E402
-from scripts.bench_presets import PRESETS, build_random  # noqa: E402
+from scripts.bench.inputs import make_layout  # noqa: E402
+from scripts.bench.presets import PRESETS, build_random  # noqa: E402
 
 SETTINGS = {"sequential": PruneConfig("sequential", 0.75, 2), "fastv": PruneConfig("fastv", 0.5, 2)}
 

@@ -10,10 +10,10 @@ import torch
 from conftest import ROOT
 from SequentialPrune import METHODS, PruneConfig, apply_pruning, prefill_flops
 from scripts import benchmark
-from scripts.bench_methods import register_score_only
-from scripts.bench_measure import expected_cache_bytes
-from scripts.bench_presets import PRESETS, build_random
-from scripts.bench_inputs import make_layout
+from scripts.bench.methods import register_score_only
+from scripts.bench.measure import expected_cache_bytes
+from scripts.bench.presets import PRESETS, build_random
+from scripts.bench.inputs import make_layout
 
 FAST = ["--repeats", "2", "--warmup", "1", "--new-tokens", "3", "--threads", "1", "--no-progress"]
 RUN_FIELDS = {"e2e_ms", "ttft_ms", "decode_ms_per_token", "prefill_ms", "decode_lm_ms", "vision_ms", "vision_calls",

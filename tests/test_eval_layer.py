@@ -165,7 +165,8 @@ def test_setting_json(grid, eval_env, key):
     ident = rec["identity"]
     assert ident["prune"] == d.cfg.to_dict()
     assert ident["model_path"] == str(eval_env.path_of(d.model))
-    paper = d.model != "qwen2_5vl_seqprune"  # the paper protocol (eager attention) is the paper's models' default
+    # the paper protocol (eager attention) is the default of the paper's models, hf of the others
+    paper = d.model in ("llava_seqprune", "qwen2vl_seqprune")
     assert ident["protocol"] == ("paper" if paper else "hf")
     assert ident["attn_impl"] == ("eager" if paper or "eager" in key else "sdpa")
     assert ident["dtype"] == "float32" and ident["max_new_tokens"] == 4

@@ -549,7 +549,8 @@ def test_13_full_disk_mid_run_is_one_clear_line_and_no_truncated_record(rig, tmp
 # ============================================================================= 14: Qwen image size
 def test_14_qwen_max_pixels_above_the_processor_is_recorded_as_effective(rig, tmp_path):
     work = tmp_path / "work"
-    res = launch(rig.args(rig.qwen, ["Small_MCQ"], work, "--max-pixels", "2000000"), rig.env)
+    # the hf protocol: VLMEvalKit's own pixel bounds (the paper protocol has its own, see test_protocol.py)
+    res = launch(rig.args(rig.qwen, ["Small_MCQ"], work, "--max-pixels", "2000000", "--protocol", "hf"), rig.env)
     assert res.rc == 0, res
     assert ("--max-pixels 2000000 is above what the checkpoint's image processor allows (max_pixels 1003520); "
             "images are resized to at most 1003520 pixels") in res.out, res

@@ -1,0 +1,2 @@
+"""The benchmark's parts: presets (model configs), inputs (prompt layouts), methods (the grid), measure (timers,
+memory), targets (paired ratios and checks), report (JSON, Markdown, plot). The CLI is ``scripts/benchmark.py``."""
