@@ -50,43 +50,38 @@ def llava_layout(cfg, images: int, size, gen):
     return {"pixel_values": torch.randn(images, 3, side, side, generator=gen)}, per, (side, side), ([], [])
 
 
+def _anyres(cfg, images: int, size, gen):
+    """Pixels of a base view plus the tiles of the best pinpoint, the patch grid of one tile, and the tile map's
+    size after unpadding (rows, cols)."""
+    v = cfg.vision_config
+    side = v.image_size
+    h, w = size
+    best_h, best_w = select_best_resolution((h, w), cfg.image_grid_pinpoints)
+    pix = torch.randn(images, 1 + (best_h // side) * (best_w // side), 3, side, side, generator=gen)
+    grid = side // v.patch_size
+    inputs = {"pixel_values": pix, "image_sizes": torch.tensor([[h, w]] * images)}
+    return inputs, grid, _unpadded(h, w, grid * (best_h // side), grid * (best_w // side))
+
+
 @register_layout("llava_next")
 def llava_next_layout(cfg, images: int, size, gen):
-    """LLaVA-NeXT anyres: a base view plus tiles of the best pinpoint, unpadded, with a newline per row."""
-    v = cfg.vision_config
-    side, patch = v.image_size, v.patch_size
-    h, w = size or (672, 672)
-    best_h, best_w = select_best_resolution((h, w), cfg.image_grid_pinpoints)
-    tiles = (best_h // side) * (best_w // side)
-    pix = torch.randn(images, 1 + tiles, 3, side, side, generator=gen)
-    grid = side // patch
-    return ({"pixel_values": pix, "image_sizes": torch.tensor([[h, w]] * images)},
-            llava_next_tokens(h, w, best_h // side, best_w // side, grid), (h, w), ([], []))
-
-
-def llava_next_tokens(h: int, w: int, scale_h: int, scale_w: int, grid: int) -> int:
-    """Image tokens of one LLaVA-NeXT image: the processor's arithmetic (base + unpadded tiles + newlines)."""
-    cur_h, cur_w = _unpadded(h, w, grid * scale_h, grid * scale_w)
-    return grid * grid + cur_h * cur_w + cur_h
+    """LLaVA-NeXT anyres: a base view plus tiles of the best pinpoint, unpadded, with a newline per row (the
+    processor's arithmetic)."""
+    size = size or (672, 672)
+    inputs, grid, (cur_h, cur_w) = _anyres(cfg, images, size, gen)
+    return inputs, grid * grid + cur_h * (cur_w + 1), size, ([], [])
 
 
 @register_layout("llava_onevision")
 def onevision_layout(cfg, images: int, size, gen):
-    """LLaVA-OneVision anyres_max_9: base view + tiles of the best pinpoint, unpadded, bilinear-shrunk when over
-    9 tiles' worth, a newline per row (1485 tokens at 384x384 for the 7B's SigLIP 384/14)."""
-    v = cfg.vision_config
-    side, patch = v.image_size, v.patch_size
-    h, w = size or (768, 768)
-    best_h, best_w = select_best_resolution((h, w), cfg.image_grid_pinpoints)
-    tiles = (best_h // side) * (best_w // side)
-    pix = torch.randn(images, 1 + tiles, 3, side, side, generator=gen)
-    grid = side // patch
-    cur_h, cur_w = _unpadded(h, w, grid * (best_h // side), grid * (best_w // side))
+    """LLaVA-OneVision anyres_max_9: as LLaVA-NeXT, the tile map bilinear-shrunk when over 9 tiles' worth
+    (1485 tokens at 384x384 for the 7B's SigLIP 384/14)."""
+    size = size or (768, 768)
+    inputs, grid, (cur_h, cur_w) = _anyres(cfg, images, size, gen)
     ratio = math.sqrt(cur_h * cur_w / (9 * grid ** 2))
     if ratio > 1.1:
         cur_h, cur_w = int(cur_h // ratio), int(cur_w // ratio)
-    return ({"pixel_values": pix, "image_sizes": torch.tensor([[h, w]] * images)},
-            grid * grid + cur_h * (cur_w + 1), (h, w), ([], []))
+    return inputs, grid * grid + cur_h * (cur_w + 1), size, ([], [])
 
 
 @register_layout("internvl")

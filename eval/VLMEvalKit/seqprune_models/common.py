@@ -126,3 +126,12 @@ class PrunedGenerationMixin:
 
     def _decode(self, ids: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def set_qwen_prompt_state(model, min_pixels, max_pixels, system_prompt) -> None:
+    """What VLMEvalKit's Qwen prompt mixins and ``_prepare_content`` read, set without their ``__init__``
+    (which asks for nvidia-smi and flash-attn and loads the model)."""
+    model.min_pixels, model.max_pixels, model.total_pixels = min_pixels, max_pixels, None
+    model.fps, model.nframe, model.FRAME_FACTOR = 2, 128, 2
+    model.system_prompt, model.verbose, model.post_process = system_prompt, False, False
+    model.use_audio_in_video = model.use_vllm = model.use_lmdeploy = False

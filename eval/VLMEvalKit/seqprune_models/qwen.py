@@ -14,7 +14,7 @@ from SequentialPrune import PruneConfig
 
 from sample_stats import STATS_DIR
 
-from .common import PrunedGenerationMixin
+from .common import PrunedGenerationMixin, set_qwen_prompt_state
 from .protocol import OCRBENCH_MIN_PIXELS
 
 
@@ -36,10 +36,7 @@ class QwenVLSeqPrune(PrunedGenerationMixin, Qwen2VLChat):
         self.protocol, self.ocrbench_min_pixels = protocol, ocrbench_min_pixels
         # Qwen2VLChat.__init__ needs nvidia-smi and flash-attn; set what its prompt methods read instead.
         Qwen2VLPromptMixin.__init__(self, use_custom_prompt=use_custom_prompt)
-        self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, None
-        self.fps, self.nframe, self.FRAME_FACTOR = 2, 128, 2
-        self.system_prompt, self.verbose, self.post_process = system_prompt, False, False
-        self.use_audio_in_video = self.use_vllm = self.use_lmdeploy = False
+        set_qwen_prompt_state(self, min_pixels, max_pixels, system_prompt)
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
                           expect_sys_length, expect_image_tokens, dtype=dtype)
 

@@ -8,7 +8,7 @@ from SequentialPrune import PruneConfig
 
 from sample_stats import STATS_DIR
 
-from .common import PrunedGenerationMixin
+from .common import PrunedGenerationMixin, set_qwen_prompt_state
 
 
 class Qwen3VLSeqPrune(PrunedGenerationMixin, Qwen3VLChat):
@@ -26,10 +26,7 @@ class Qwen3VLSeqPrune(PrunedGenerationMixin, Qwen3VLChat):
                  expect_sys_length=None, expect_image_tokens=None, min_pixels=None, max_pixels=None,
                  use_custom_prompt=True, system_prompt=None, **kwargs):
         Qwen3VLPromptMixin.__init__(self, use_custom_prompt=use_custom_prompt)
-        self.min_pixels, self.max_pixels, self.total_pixels = min_pixels, max_pixels, None
-        self.fps, self.nframe, self.FRAME_FACTOR = 2, 128, 2
-        self.system_prompt, self.verbose, self.post_process = system_prompt, False, False
-        self.use_audio_in_video = self.use_vllm = self.use_lmdeploy = False
+        set_qwen_prompt_state(self, min_pixels, max_pixels, system_prompt)
         if protocol != "hf":  # protocol.resolve refuses "paper" for models the paper did not run
             raise ValueError(f"{type(self).__name__} runs the hf protocol only, got {protocol!r}")
         self._load_pruned(model_path, prune, attn_impl, stats_dir, model_name, max_new_tokens,
