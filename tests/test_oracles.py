@@ -62,6 +62,8 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
     with torch.no_grad():
         with apply_pruning(model, cfg) as pruner:
             last = model(**inputs).logits[:, -1]
+            # the picks of this forward (generate's prefill may differ: it derives positions from the mask)
+            kept = dict(pruner.stats.kept_image_indices)
             seq, step_logits = greedy(model, inputs)
         plan = cfg.plan(pruner.stats.n_image_tokens)
         with masked_reference(model, plan, [IMAGE_ID, VIDEO_ID], cfg.scorer_name, precision=cfg.score_dtype or
@@ -70,17 +72,17 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
             ref_last = model(**inputs).logits[:, -1]
             ref_kept = dict(ref.kept_image_indices)
             ref_seq, ref_step_logits = greedy(model, inputs)
-    return pruner, plan, (last, seq, step_logits), (ref_last, ref_kept, ref_seq, ref_step_logits)
+    return pruner, plan, (last, seq, step_logits, kept), (ref_last, ref_kept, ref_seq, ref_step_logits)
 
 
 def assert_matches(pruner, plan, ours, theirs, logit_tol=1e-5, step_tol=1e-4):
-    last, seq, step_logits = ours
+    last, seq, step_logits, kept = ours
     ref_last, ref_kept, ref_seq, ref_step_logits = theirs
     pruning = {k for k, v in plan.items()}
     # the same image tokens were chosen, layer by layer
-    assert set(pruner.stats.kept_image_indices) == set(ref_kept) <= pruning
-    for layer, kept in ref_kept.items():
-        assert torch.equal(pruner.stats.kept_image_indices[layer], kept), f"layer {layer}"
+    assert set(kept) == set(ref_kept) <= pruning
+    for layer, ref_layer_kept in ref_kept.items():
+        assert torch.equal(kept[layer], ref_layer_kept), f"layer {layer}"
     assert (last - ref_last).abs().max().item() < logit_tol
     # cached decoding on the pruned cache equals the reference's masked decoding
     assert torch.equal(seq, ref_seq)
@@ -217,3 +219,19 @@ def test_video_tokens_are_pruned_like_image_tokens(family, method):
     for layer, kept in ref.kept_image_indices.items():
         assert torch.equal(pruner.stats.kept_image_indices[layer], kept)
     assert (last - ref_last).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen3_vl"])
+@pytest.mark.parametrize("method", ["random_oneshot", "divprune", "spatial", "fastv", "sequential"])
+def test_mask_hole_after_the_image_equals_masked_reference(family, method):
+    """A 2-D mask that hides a text token after the image. Decode masks must be gathered to the keys each
+    pruned layer holds (at K = 0 they are sized from layer 0's pruned cache), so the hole has to move with
+    the tokens kept before it; left padding alone cannot show this, as its zeros precede every image token."""
+    inputs = make_inputs(family)
+    mask = inputs["attention_mask"].clone()
+    after = (inputs["input_ids"][0] == IMAGE_ID).nonzero().max().item() + 2
+    assert after < mask.shape[1] - 1
+    mask[0, after] = 0
+    inputs["attention_mask"] = mask
+    pruner, plan, ours, theirs = run_against_reference(family, "eager", ORACLE_CONFIGS[method], inputs=inputs)
+    assert_matches(pruner, plan, ours, theirs)
