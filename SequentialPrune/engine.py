@@ -393,7 +393,7 @@ class Pruner:
             torch.arange(st.prompt_len, device=vis.device).expand(b, -1)
         image_index = st.image_rank.to(vis.device).gather(1, base)
         inp = ScoreInputs(
-            layer=i, keep=keep_k, visual=vis, valid=st.valid, hidden=hidden, image_index=image_index,
+            layer=i, keep=keep_k, visual=vis, valid=st.valid, hidden=hidden, image_index=image_index, token_index=base,
             attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords,
             probe=partial(self._probe, i, layer, hidden, kwargs),
             final_norm=self.adapter.final_norm(self.model))

@@ -147,12 +147,15 @@ def budget_config(method, avg_tokens, n_image, num_layers, layer=None, steps=(0.
     raise ValueError(f"{method} reaches {avg_tokens:.3g} tokens per layer at no step up to {steps[-1]}: {last}")
 
 
-def method_settings(num_layers, n_image, budgets):
-    """(table, label, config) rows of every method at each equal budget (a fraction of N); unreachable pairs are
-    kept as rows without a config."""
+def method_settings(num_layers, n_image, budgets, only=None):
+    """(table, label, config) rows of every method (or of those whose label contains a string of ``only``) at
+    each equal budget (a fraction of N); unreachable pairs are kept as rows without a config."""
     rows = [("methods", "none", None)]
+    chosen = [m for m in ALL_METHODS if not only or any(s in m[0] for s in only)]
+    if not chosen:
+        raise SystemExit(f"--rows {' '.join(only)} matches no method row; rows: {', '.join(m[0] for m in ALL_METHODS)}")
     for frac in budgets:
-        for label, method, fixed in ALL_METHODS:
+        for label, method, fixed in chosen:
             try:
                 cfg = budget_config(method, frac * n_image, n_image, num_layers, **fixed)
             except ValueError as e:
@@ -247,6 +250,8 @@ def main(argv=None) -> int:
     p.add_argument("--only-none", action="store_true", help="unpruned accuracy only")
     p.add_argument("--all-methods", action="store_true",
                    help="instead of the K x R grid: every method at each --budgets (papers: 1/3, 2/9, 1/9 of N)")
+    p.add_argument("--rows", nargs="+", metavar="TEXT",
+                   help="with --all-methods: only the method rows whose label contains one of these (e.g. dart)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--variants", nargs="+", type=_variant, default=[("float32", "static", "float32")],
                    metavar="DTYPE:CACHE:SCORES",
@@ -254,13 +259,15 @@ def main(argv=None) -> int:
                         "precision (float32, model) of each pass over the settings (default float32:static:float32)")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
+    if args.rows and not args.all_methods:
+        raise SystemExit("--rows selects rows of --all-methods; for the K x R grid use --methods")
     torch.set_num_threads(args.threads)
     processor, model = tc.load_tiny(args.ckpt)
     items = sc.held_out_questions(args.n, seed=args.seed, types=args.types)
     n_image = model.config.image_seq_length
     num_layers = model.config.text_config.num_hidden_layers
     if args.all_methods:
-        rows = method_settings(num_layers, n_image, tuple(args.budgets))
+        rows = method_settings(num_layers, n_image, tuple(args.budgets), args.rows)
     else:
         rows = settings(num_layers, n_image, tuple(args.layers), tuple(args.ratios),
                         tuple(args.budgets), tuple(args.methods))

@@ -136,7 +136,7 @@ class MaskedReference:
             valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
             text_after = [p for p in present if p > last_img and not self.visual[r, p] and bool(valid[p])]
             return ref.dart(kk, feats, pos, text_after, k, self.options.get("image_pivots", 4),
-                            self.options.get("text_pivots", 4))
+                            self.options.get("text_pivots", 4), offset=int(valid.nonzero()[0]))
         if s == "divprune":
             return ref.divprune(hidden[r], pos, k)
         if s == "spatial":

@@ -37,34 +37,66 @@ def last_token_attention(q: torch.Tensor, k: torch.Tensor, allowed: Sequence[int
     return out
 
 
+def _ranked(values: Dict[int, float], k: int) -> List[int]:
+    """The ``k`` keys with the largest values, largest first (as torch.topk lists them); ties to the smaller key."""
+    return sorted(values, key=lambda p: (-values[p], p))[:k]
+
+
+def _cos(feats: torch.Tensor, a: int, b: int) -> float:
+    x, y = feats[a].double(), feats[b].double()
+    return float(x @ y / (x.norm().clamp_min(1e-12) * y.norm().clamp_min(1e-12)))
+
+
 def dart(keys: torch.Tensor, feats: torch.Tensor, image_pos: Sequence[int], text_after: Sequence[int], k: int,
-         image_pivots: int = 4, text_pivots: int = 4) -> List[int]:
-    """DART (ZichenWen1/DART, ``get_retained_image_token``), with the pivots visited in prompt order and an exact
-    budget: pivots are the image / text tokens (text after the image) with the largest L1 norm of ``keys``
-    (n, dk); the image pivots are kept; each pivot then takes its least cosine-similar image tokens of
-    ``feats`` (n, d) not taken yet, ``ceil((k - image pivots) / pivots)`` each, until ``k`` are kept."""
+         image_pivots: int = 4, text_pivots: int = 4, offset: int = 0) -> List[int]:
+    """DART (ZichenWen1/DART, ``get_retained_image_token``) with an exact budget: pivots are the image / text
+    tokens (text after the image) with the largest L1 norm of ``keys`` (n, dk); the image pivots are kept; each
+    pivot then takes its least cosine-similar image tokens of ``feats`` (n, d) not taken yet, ``ceil((k - image
+    pivots) / pivots)`` each, until ``k`` are kept. Pivots are visited as the official code iterates them: a
+    Python set of their sequence positions (counted from ``offset``, the row's first token), filled with the
+    image pivots and then the text pivots, each largest norm first."""
     if k <= 0:
         return []
     l1 = {p: float(keys[p].double().abs().sum()) for p in list(image_pos) + list(text_after)}
-    img_piv = _top({p: l1[p] for p in image_pos}, min(image_pivots, k, len(image_pos)))
-    txt_piv = _top({p: l1[p] for p in text_after}, min(text_pivots, len(text_after)))
+    img_piv = _ranked({p: l1[p] for p in image_pos}, min(image_pivots, k, len(image_pos)))
+    txt_piv = _ranked({p: l1[p] for p in text_after}, min(text_pivots, len(text_after)))
     kept = list(img_piv)
     free = [p for p in image_pos if p not in img_piv]
-    pivots = sorted(img_piv + txt_piv)
+    pivots = [q + offset for q in set(p - offset for p in img_piv + txt_piv)]
     quota = math.ceil((k - len(kept)) / len(pivots)) if pivots else 0
-
-    def cos(a, b):
-        a, b = feats[a].double(), feats[b].double()
-        return float(a @ b / (a.norm().clamp_min(1e-12) * b.norm().clamp_min(1e-12)))
     for piv in pivots:
         if len(kept) >= k:
             break
         take = min(quota, k - len(kept), len(free))
-        sims = {p: cos(piv, p) for p in free}
+        sims = {p: _cos(feats, piv, p) for p in free}
         picks = sorted(free, key=lambda p: (sims[p], p))[:take]
         kept += picks
         free = [p for p in free if p not in picks]
     return sorted(kept)
+
+
+def dart_official(keys: torch.Tensor, feats: torch.Tensor, start: int, n_image: int, budget: int,
+                  image_pivots: int = 4, text_pivots: int = 4) -> List[int]:
+    """The official DART selection as its code runs for one unpadded prompt (``get_retained_image_token``,
+    ``max_num_trunction = budget``): the image tokens are ``start .. start + n_image - 1``, the text candidates
+    every token after them; every pivot, in the iteration order of the Python set of pivot positions, takes
+    ``budget // pivots`` of the image tokens least cosine-similar to it that no pivot has taken (candidates in
+    the order of the set of free positions); the text pivots are then removed from the set."""
+    per_pivot = budget // (image_pivots + text_pivots)
+    l1 = {p: float(keys[p].double().abs().sum()) for p in range(keys.shape[0])}
+    image = range(start, start + n_image)
+    img_piv = _ranked({p: l1[p] for p in image}, image_pivots)
+    txt_piv = _ranked({p: l1[p] for p in range(start + n_image, keys.shape[0])}, text_pivots)
+    chosen = set(img_piv + txt_piv)
+    free = set(image) - set(img_piv)
+    for piv in list(chosen):
+        cands = list(free)
+        sims = [_cos(feats, piv, c) for c in cands]
+        picks = [cands[j] for j in sorted(range(len(cands)), key=lambda j: (sims[j], j))[:per_pivot]]
+        chosen.update(picks)
+        free.difference_update(picks)
+    chosen.difference_update(txt_piv)
+    return sorted(chosen)
 
 
 def divprune(feats: torch.Tensor, image_pos: Sequence[int], k: int) -> List[int]:

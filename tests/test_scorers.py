@@ -9,13 +9,13 @@ from SequentialPrune.scorers import SCORERS, ScoreInputs
 pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
 
 
-def inputs_for(n_text_before=5, n_image=48, n_text_after=9, batch=2, d=24, hkv=2, dk=8, seed=0, keep=10):
+def inputs_for(n_text_before=5, n_image=48, n_text_after=9, batch=2, d=24, hkv=2, dk=8, seed=0, keep=10, pad=2):
     g = torch.Generator().manual_seed(seed)
     n = n_text_before + n_image + n_text_after
     visual = torch.zeros(batch, n, dtype=torch.bool)
     visual[:, n_text_before:n_text_before + n_image] = True
     valid = torch.ones(batch, n, dtype=torch.bool)
-    valid[1:, :2] = False  # left padding in the second row
+    valid[1:, :pad] = False  # left padding in the second row
     index = (torch.cumsum(visual.long(), 1) - 1).masked_fill(~visual, -1)
     return ScoreInputs(layer=2, keep=keep, visual=visual, valid=valid, hidden=torch.randn(batch, n, d, generator=g),
                        image_index=index, keys=torch.randn(batch, hkv, n, dk, generator=g))
@@ -37,24 +37,27 @@ def test_dart_equals_the_slow_rule(keep, pivots):
         image = kept(inp.visual[r])
         after = [p for p in range(inp.visual.shape[1]) if p > max(image) and bool(inp.valid[r, p])]
         keys = inp.keys[r].transpose(0, 1).reshape(inp.visual.shape[1], -1)
-        want = ref.dart(keys, norm(inp.hidden[r]), image, after, keep, *pivots)
+        want = ref.dart(keys, norm(inp.hidden[r]), image, after, keep, *pivots, offset=2 * r)
         assert kept(got[r]) == want and len(want) == keep
 
 
-@pytest.mark.parametrize("budget", [8, 16, 24])
-def test_dart_keeps_the_official_codes_selection_at_its_own_counts(budget):
-    """The official code keeps the image pivots plus budget // pivots per pivot (132 for its '128'); at that
-    count the exact-budget rule makes the same picks."""
-    count = ref.dart_official_count(budget, 2, 2)
-    inp = inputs_for(keep=count)
-    got = SCORERS["dart"](image_pivots=2, text_pivots=2).select(inp)
-    for r in range(2):
-        image = kept(inp.visual[r])
-        after = [p for p in range(inp.visual.shape[1]) if p > max(image) and bool(inp.valid[r, p])]
-        keys = inp.keys[r].transpose(0, 1).reshape(inp.visual.shape[1], -1)
-        want = ref.dart(keys, inp.hidden[r], image, after, count, 2, 2)
-        per_pivot = (count - 2) // 4
-        assert kept(got[r]) == want and per_pivot == budget // 4
+@pytest.mark.parametrize("layout", [(5, 48, 9, 16), (35, 576, 20, 128), (35, 576, 20, 64), (14, 256, 12, 48)],
+                         ids=["small", "llava-128", "llava-64", "qwen-like"])
+@pytest.mark.parametrize("pad", [2, 5, 13])
+def test_dart_keeps_the_official_codes_selection_at_its_own_counts(layout, pad):
+    """At the official code's own count (the image pivots plus ``budget // pivots`` per pivot: 132 for its
+    '128'), the picks equal a re-derivation of the official code, pivot order included; a left-padded row
+    makes the same picks."""
+    before, n_image, after, budget = layout
+    count = ref.dart_official_count(budget)
+    # row 1 is left-padded: its prompt starts pad tokens later than row 0's
+    inp = inputs_for(n_text_before=before + pad, n_image=n_image, n_text_after=after, keep=count, seed=budget, pad=pad)
+    got = SCORERS["dart"]().select(inp)
+    for r, start in ((0, 0), (1, pad)):
+        keys = inp.keys[r].transpose(0, 1).reshape(inp.visual.shape[1], -1)[start:]
+        want = ref.dart_official(keys, inp.hidden[r, start:], before + pad - start, n_image, budget)
+        assert len(want) == count
+        assert kept(got[r]) == [p + start for p in want], f"row {r}"
 
 
 def test_dart_at_layer_zero_uses_the_embeddings():

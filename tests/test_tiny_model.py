@@ -104,3 +104,14 @@ def test_all_methods_study_solves_every_method_at_each_budget():
                 assert cfg.average_image_tokens(64, 12) <= frac * 64 + 1e-9
     # methods that prune before the decoder reach even the lowest budget
     assert not any(isinstance(c, ValueError) for _, l, c in rows if l.startswith(("divprune", "spatial")))
+
+
+def test_all_methods_study_rows_filter():
+    """--rows keeps the method rows whose label contains a given text (to re-measure some methods), and refuses
+    a text that matches none."""
+    rows = tiny_study.method_settings(12, 64, (1 / 2,), ["dart"])
+    assert [label.split(" avg=")[0] for _, label, _ in rows] == ["none", "dart K=2", "sequential+dart K=2"]
+    with pytest.raises(SystemExit, match="matches no method row"):
+        tiny_study.method_settings(12, 64, (1 / 2,), ["dartt"])
+    with pytest.raises(SystemExit, match="--all-methods"):
+        tiny_study.main(["--rows", "dart", "--n", "1"])

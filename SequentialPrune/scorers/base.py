@@ -31,6 +31,7 @@ class ScoreInputs:
     valid: torch.Tensor                          # (B, n) bool: False for left padding
     hidden: torch.Tensor                         # (B, n, D) hidden states entering the layer
     image_index: torch.Tensor                    # (B, n) index among the prompt's image tokens, -1 for text
+    token_index: Optional[torch.Tensor] = None   # (B, n) index in the prompt as given; None: arange(n)
     attention: Optional[torch.Tensor] = None     # (B, n) last-token attention of layer-1 (needs "attention")
     keys: Optional[torch.Tensor] = None          # (B, Hkv, n, d) keys of layer-1 after RoPE (needs "keys")
     coords: Optional[torch.Tensor] = None        # (B, N, 3) (segment, row, col) of the prompt's N image tokens

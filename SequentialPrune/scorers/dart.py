@@ -20,13 +20,20 @@ class DuplicationAware(Scorer):
        RoPE, all heads concatenated); at K = 0, of the input embeddings instead;
     2. features: the decoder's final norm applied to the hidden states entering
        layer K, compared by cosine similarity;
-    3. the image pivots are kept; then each pivot in turn (in prompt order) takes
-       its least similar image tokens not taken yet, ``ceil((keep - image
-       pivots) / pivots)`` each, until exactly ``keep`` image tokens are kept.
+    3. the image pivots are kept; then each pivot in turn takes its least
+       similar image tokens not taken yet, ``ceil((keep - image pivots) /
+       pivots)`` each, until exactly ``keep`` image tokens are kept.
 
-    Deviations: the original visits pivots in Python set order and keeps
-    ``image_pivots + pivots * floor(budget / pivots)`` tokens (132 for its "128");
-    here the order is the prompt order and the count is exactly the schedule's.
+    The pivots are visited in the order the official code does: it iterates a
+    Python set of their sequence positions (image pivots, then text pivots, each
+    by decreasing norm). The order matters, as each pivot's picks are gone for
+    the next; CPython's order for a set of ints depends only on the values and
+    the insertion order, so the same set gives the same order. Positions count
+    from the row's first token, so left padding changes nothing.
+
+    Deviation: the official code keeps ``image_pivots + pivots * floor(budget /
+    pivots)`` tokens (132 for its "128"); here the count is exactly the
+    schedule's, and the picks are the official ones at its counts.
     """
     image_pivots: int = 4
     text_pivots: int = 4
@@ -50,10 +57,12 @@ class DuplicationAware(Scorer):
             pivot_src = inp.hidden
         norms = pivot_src.float().abs().sum(-1)
         feats = F.normalize((inp.final_norm(inp.hidden) if inp.final_norm else inp.hidden).float(), dim=-1)
-        rows = [self._row(norms[r], feats[r], inp.visual[r], inp.valid[r], inp.keep) for r in range(b)]
+        index = inp.token_index if inp.token_index is not None else \
+            torch.arange(n, device=inp.visual.device).expand(b, n)
+        rows = [self._row(norms[r], feats[r], inp.visual[r], inp.valid[r], index[r], inp.keep) for r in range(b)]
         return keep_mask_from_rows((b, n), rows, inp.visual.device)
 
-    def _row(self, norms, feats, visual, valid, keep):
+    def _row(self, norms, feats, visual, valid, index, keep):
         img = visual.nonzero().flatten()
         if keep <= 0 or img.numel() == 0:
             return img[:0]
@@ -61,12 +70,12 @@ class DuplicationAware(Scorer):
         txt = (after & valid & ~visual).nonzero().flatten()
         img_piv = img[top_by_order(norms[img], min(self.image_pivots, keep, img.numel()))]
         txt_piv = txt[top_by_order(norms[txt], min(self.text_pivots, txt.numel()))]
-        pivots = torch.cat([img_piv, txt_piv]).sort().values
+        pivots = official_order(torch.cat([img_piv, txt_piv]), index - index[valid][0])
         taken = torch.zeros_like(visual)
         taken[img_piv] = True
         count = img_piv.numel()
-        quota = math.ceil((keep - count) / pivots.numel()) if pivots.numel() else 0
-        for p in pivots.tolist():
+        quota = math.ceil((keep - count) / len(pivots)) if pivots else 0
+        for p in pivots:
             if count >= keep:
                 break
             free = img[~taken[img]]
@@ -75,3 +84,10 @@ class DuplicationAware(Scorer):
             taken[free[top_by_order(-sim, take)]] = True
             count += take
         return taken.nonzero().flatten()
+
+
+def official_order(pivots: torch.Tensor, position: torch.Tensor) -> list:
+    """``pivots`` (indices into the row) in the iteration order of a Python set of their ``position``."""
+    positions = position[pivots].tolist()
+    at = dict(zip(positions, pivots.tolist()))
+    return [at[q] for q in set(positions)]
