@@ -181,13 +181,53 @@ def test_2_code_change_is_refused(rig, tmp_path):
     args = rig.args(rig.llava, ["Small_MCQ"], work)
     assert launch(args, env, run_py=run_py).rc == 0
     digest = setting_of(work / RUN)["content"]["code"]["digest"]
-    with open(code / "eval" / "VLMEvalKit" / "seqprune_models.py", "a") as f:
+    with open(code / "eval" / "VLMEvalKit" / "seqprune_models" / "llava_paper.py", "a") as f:
         f.write("\n# a commit that changes the prompt code\n")
 
     res = launch(args, env, run_py=run_py)
     assert res.rc == 2, res
-    assert f"code digest {digest} -> " in res.out and "eval/VLMEvalKit/seqprune_models.py" in res.out, res
+    assert f"code digest {digest} -> " in res.out and "eval/VLMEvalKit/seqprune_models/llava_paper.py" in res.out, res
     assert "Infer " not in res.out
+
+
+def _hub_snapshot(cache: Path, repo_id: str, revision: str, source: Path) -> Path:
+    """``source``'s files as revision ``revision`` of ``repo_id`` in a Hugging Face cache, made ``refs/main``:
+    what a download leaves behind (plain files instead of links to blobs)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(source, repo / "snapshots" / revision)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return repo / "snapshots" / revision
+
+
+def test_1_hub_id_is_identified_by_its_cached_revision(rig, tmp_path):
+    """A hub id loads the snapshot the cache's refs/main names: a new revision there (a newer download) is
+    refused like an edited directory, naming both revisions; the same revision resumes."""
+    from safetensors.torch import load_file, save_file
+
+    cache, repo_id = tmp_path / "hub", "seqprune-test/tiny-llava"
+    env = dict(rig.env, HF_HUB_CACHE=str(cache), HF_HOME=str(tmp_path / "hf_home"))
+    old_rev, new_rev = "1" * 40, "2" * 40
+    _hub_snapshot(cache, repo_id, old_rev, rig.llava)
+    work = tmp_path / "work"
+    args = [repo_id if a == str(rig.llava) else a for a in rig.args(rig.llava, ["Small_MCQ"], work)]
+    assert launch(args, env).rc == 0
+    recorded = setting_of(work / RUN)["content"]["checkpoint"]
+    assert recorded["kind"] == "hub" and recorded["revision"] == old_rev and "model.safetensors" in recorded["files"]
+    again = launch(args, env)  # same revision: its predictions are reused
+    assert again.rc == 0 and "Infer " not in again.out and "6 answers" in again.out, again
+    pred = work / RUN / f"{RUN}_Small_MCQ.xlsx"
+    before = pred.stat().st_mtime_ns
+
+    snap = _hub_snapshot(cache, repo_id, new_rev, rig.llava)
+    weights = load_file(snap / "model.safetensors")
+    key = sorted(weights)[0]
+    weights[key] = weights[key] + 1.0
+    save_file(weights, snap / "model.safetensors", metadata={"format": "pt"})
+    res = launch(args, env)
+    assert res.rc == 2, res
+    assert f"{repo_id} revision {old_rev} -> {new_rev}" in res.out and "--reuse-despite-changes" in res.out, res
+    assert "Infer " not in res.out and pred.stat().st_mtime_ns == before
 
 
 def test_3_regenerated_tsv_is_refused_then_accepted_on_request(rig, tmp_path):
