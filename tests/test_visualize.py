@@ -52,3 +52,40 @@ def test_visualizer_rejects_bad_flags(tmp_path, picture, capsys):
         main(["--model-path", "unused", "--image", str(picture), "--question", "q", "--method", "dart",
               "--option", "stages=2"])
     assert "unknown option(s) ['stages']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["llava_onevision", "internvl"])
+def test_visualizer_draws_tiled_layouts(tmp_path, picture, family):
+    """LLaVA-OneVision (and LLaVA-NeXT): the base image and the stitched tiles, cropped as the model unpads them;
+    InternVL: each tile and the thumbnail. Every image token is drawn once, except the tile map's newlines."""
+    import numpy as np
+    from scripts import tiny_families, visualize_pruning as vp
+
+    build = {"llava_onevision": tiny_families.build_tiny_llava_onevision,
+             "internvl": tiny_families.build_tiny_internvl}[family]
+    ckpt = build(tmp_path / family)
+    out = tmp_path / "v.png"
+    assert main(["--model-path", str(ckpt), "--image", str(picture), "--question", "q", "--method", "sequential",
+                 "--ratio", "0.5", "--layer", "2", "--out", str(out), "--max-new-tokens", "2"]) == 0
+    processor, model = vp.load(str(ckpt), device="cpu")
+    capture = {}
+    _, inputs = vp.answer(processor, model, Image.open(picture).convert("RGB"), "q", 1, capture=capture)
+    coords = vp.image_token_coords(model, inputs, capture)
+    n = int(sum((inputs["input_ids"][0] == t).sum() for t in (model.config.image_token_id,)))
+    assert len(coords) == n
+    views = vp.GRIDS[model.config.model_type](processor, model, inputs, Image.open(picture), coords)
+    drawn = np.concatenate([v.cells.ravel() for v in views])
+    assert len(set(drawn.tolist())) == len(drawn) and drawn.min() >= 0
+    description = Image.open(out).info["Description"]
+    if family == "internvl":
+        assert len(views) == inputs["pixel_values"].shape[0] > 1 and views[-1].title == "thumbnail"
+        assert len(drawn) == n and all(v.cells.shape == (4, 4) for v in views)
+    else:
+        base, tiles = views
+        rows = tiles.cells.shape[0]
+        assert base.cells.shape == (4, 4) and len(drawn) == n - rows  # one newline token per tile-map row
+        # the kept part of the stitched tiles has the picture's aspect (300 x 200) up to one token's slack
+        h, w = tiles.pixels.shape[:2]
+        token_px = model.config.vision_config.patch_size
+        assert abs(h - w * 200 / 300) <= 2 * token_px and w == 2 * model.config.vision_config.image_size
+    assert description.endswith(f"views={len(views)}")
