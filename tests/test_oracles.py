@@ -221,8 +221,12 @@ def test_video_tokens_are_pruned_like_image_tokens(family, method):
     assert (last - ref_last).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen3_vl"])
-@pytest.mark.parametrize("method", ["random_oneshot", "divprune", "spatial", "fastv", "sequential"])
+HOLE_CASES = sorted({(f, m) for f in ("llava", "qwen2_vl", "qwen3_vl")
+                     for m in ("random_oneshot", "divprune", "spatial", "fastv", "sequential")}
+                    | {(f, m) for f in FAMILIES for m in ("divprune", "sequential")})  # K = 0 and K > 0 everywhere
+
+
+@pytest.mark.parametrize("family,method", HOLE_CASES)
 def test_mask_hole_after_the_image_equals_masked_reference(family, method):
     """A 2-D mask that hides a text token after the image. Decode masks must be gathered to the keys each
     pruned layer holds (at K = 0 they are sized from layer 0's pruned cache), so the hole has to move with
