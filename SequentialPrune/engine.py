@@ -27,7 +27,7 @@ from functools import partial
 from typing import Dict, List, Optional, Set
 
 import torch
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, DynamicCache
 
 from . import attention as attn
 from .adapters import CoordsContext, adapter_for
@@ -61,6 +61,16 @@ class _Pass:
     probe: Optional[torch.Tensor] = None
     cache: object = None
     decoding: bool = False
+
+
+_PRUNED_TAG = "_seqprune_pruned"  # set on a cache whose layers hold only the tokens a prefill kept
+
+
+def _output_cache(output):
+    """The KV cache a model call returned (a ModelOutput, or a tuple with return_dict=False)."""
+    if isinstance(output, tuple):
+        return next((o for o in output if isinstance(o, Cache)), None)
+    return getattr(output, "past_key_values", None)
 
 
 def _true_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
@@ -116,7 +126,8 @@ class Pruner:
             positions=self.positions)
         self._sig = inspect.signature(model.forward)
         self._handles = []
-        self._state: Optional[_Pass] = None
+        self._state: Optional[_Pass] = None   # the pass this model call belongs to (None: not ours to touch)
+        self._last: Optional[_Pass] = None    # the latest prefill's pass, whose cache decode steps may extend
         self._orig_attn: Optional[str] = None
         self._install()
 
@@ -150,7 +161,7 @@ class Pruner:
         if self._orig_attn is not None:
             self.model.set_attn_implementation({self.adapter.text_config_key: self._orig_attn})
             self._orig_attn = None
-        self._state = None
+        self._state = self._last = None
 
     def __enter__(self) -> "Pruner":
         return self
@@ -192,6 +203,7 @@ class Pruner:
         visual = torch.isin(ids, self.visual_ids.to(ids.device))
         if past_len > 0:
             self._start_decode(pkv, ids, visual, has_pixels)
+            self._decode_positions(args, kwargs, a, pkv)
             return args, kwargs
         self._start_prefill(ids, visual, has_pixels, a)
         return args, kwargs
@@ -205,8 +217,9 @@ class Pruner:
         return a
 
     def _start_decode(self, pkv, ids, visual, has_pixels) -> None:
-        st = self._state
+        st = self._last
         ours = st is not None and st.cache is pkv
+        self._state = st if ours else None
         # a generated token may happen to carry an image token's id; only a prompt brings images
         generated = ours and ids.shape[1] == 1 and not has_pixels
         if (bool(visual.any()) and not generated) or has_pixels:
@@ -224,16 +237,34 @@ class Pruner:
             st.decoding = True
             return
         lengths = {layer.get_seq_length() if hasattr(layer, "get_seq_length") else None for layer in pkv.layers}
-        if len(lengths) > 1:
-            raise ValueError("this KV cache was pruned by an earlier prefill that is no longer current "
-                             "(a copied cache or another generate call); re-run the prompt")
-        self._state = None
+        # a pruned cache is tagged (copies keep the tag); at K = 0 its layers are all equally short
+        if len(lengths) > 1 or getattr(pkv, _PRUNED_TAG, False):
+            raise ValueError("this KV cache was pruned by a prefill that is no longer the latest (a copied "
+                             "cache, an earlier prompt's cache, or another generate call's); re-run the prompt")
+
+    def _decode_positions(self, args, kwargs, a: dict, pkv) -> None:
+        """Without position ids, the model counts the cache's length, which is layer 0's: when layer 0 itself
+        was pruned (K = 0) that count is short, so give the positions an unpruned cache would give."""
+        st = self._state
+        if st is None or 0 not in st.layer_kept or a.get("position_ids") is not None:
+            return
+        if self.adapter.mrope:
+            if a.get("attention_mask") is None:
+                raise ValueError("decoding on a cache pruned at layer 0 needs the attention_mask (or position_ids): "
+                                 "M-RoPE positions would otherwise be counted from the pruned cache")
+            return  # M-RoPE models count decode positions from the full-length attention mask
+        if "position_ids" in list(self._sig.parameters)[:len(args)]:
+            return
+        ids = a["input_ids"]
+        done = pkv.layers[0].get_seq_length() - st.layer_kept[0].shape[1]  # tokens decoded so far
+        start = st.prompt_len + done
+        kwargs["position_ids"] = torch.arange(start, start + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
 
     def _start_prefill(self, ids, visual, has_pixels, call_args) -> None:
         cfg = self.config
         b, length = ids.shape
         counts = visual.sum(dim=1)
-        n = int(counts[0])
+        n = int(counts.max())
         mask2d = call_args.get("attention_mask")
         if has_pixels and int(counts.max()) == 0:
             raise ValueError(
@@ -246,19 +277,30 @@ class Pruner:
             if mask2d is not None and mask2d.dim() == 2 and bool((mask2d[:, -1] == 0).any()):
                 raise ValueError("right padding puts pad tokens last, but scores come from the last token: use "
                                  "left padding (processor.tokenizer.padding_side = 'left')")
+            if bool(visual[:, -1].any()):
+                raise ValueError("the prompt ends on an image token, but the last token ranks the others and must "
+                                 "stay: put the question or the generation prompt after the image, and run the "
+                                 "whole prompt in one prefill (no prefill_chunk_size)")
+            last = self._last
+            if (cfg.cache_mode == "static" and call_args.get("use_cache") is False and last is not None
+                    and last.input_ids is not None and last.input_ids.shape[0] == b and last.prompt_len < length
+                    and torch.equal(last.input_ids, ids[:, :last.prompt_len].to(last.input_ids.device))):
+                raise ValueError("this prompt extends the previous one without a KV cache (generate(use_cache=False)"
+                                 "), which re-selects the image tokens at every step: that is cache_mode='recompute'"
+                                 "; set it, or generate with the cache")
         plan = cfg.plan(n) if (cfg.prunes and n > 0) else {}
         st = _Pass(plan=plan, prompt_len=length, n_image=n, n_visual=n)
         if plan:
             st.visual = visual
             st.valid = mask2d.bool() if mask2d is not None and mask2d.dim() == 2 else torch.ones_like(visual)
-            st.image_rank = torch.cumsum(visual.long(), dim=1) - 1
+            st.image_rank = (torch.cumsum(visual.long(), dim=1) - 1).masked_fill(~visual, -1)
             for layer in plan:
                 if layer > 0:
                     st.need.setdefault(layer - 1, set()).update(self.scorer.needs)
             st.input_ids = ids
         self.scorer.reset()
         self.stats.reset(n, length, b)
-        self._state = st
+        self._state = self._last = st
 
     def _after_model_call(self, module, args, kwargs, output):
         st = self._state
@@ -272,7 +314,9 @@ class Pruner:
             raise RuntimeError(f"SequentialPrune: what layers {sorted(st.captured)} captured for the scorer was "
                                "never used")
         self.stats.prefills += 1
-        st.cache = getattr(output, "past_key_values", None)
+        st.cache = _output_cache(output)
+        if st.plan and st.cache is not None:
+            setattr(st.cache, _PRUNED_TAG, True)
         st.gathered.clear()
         self._prepare_decode(st)
         return None

@@ -108,6 +108,61 @@ def test_rows_with_different_image_counts(llava):
         model(**inputs)
 
 
+@pytest.mark.parametrize("text_row", [0, 1])
+def test_a_text_only_row_beside_an_image_row_is_refused(llava, text_row):
+    """Whichever row holds no image tokens, the batch is refused: pruning the image row alone is not supported,
+    and leaving it unpruned would silently not prune."""
+    model, _ = llava
+    inputs = make_inputs("llava", batch=2)
+    inputs["input_ids"][text_row, inputs["input_ids"][text_row] == IMAGE_ID] = 7
+    inputs["pixel_values"] = inputs["pixel_values"][:1]
+    with pytest.raises(ValueError, match=r"different numbers of image tokens \(\[" + ("0, 64" if text_row == 0 else "64, 0")):
+        model(**inputs)
+
+
+def test_a_prompt_ending_on_an_image_token_is_refused(llava):
+    model, _ = llava
+    inputs = make_inputs("llava")
+    ids = inputs["input_ids"]
+    inputs["input_ids"] = torch.cat([ids[:, ~(ids[0] == IMAGE_ID)][:, :4], ids[:, ids[0] == IMAGE_ID]], 1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    with pytest.raises(ValueError, match="ends on an image token"):
+        model(**inputs)
+
+
+@pytest.mark.parametrize("cfg", [PruneConfig("fastv", 0.75, 2), PruneConfig("divprune", 0.75)], ids=["k2", "k0"])
+def test_a_stale_or_copied_pruned_cache_is_refused(cfg):
+    """A cache pruned by an earlier prefill, or a copy of the current one, is refused at any K (at K = 0 every
+    layer is equally short, so lengths cannot tell); the current cache still decodes as before."""
+    import copy
+
+    model = build_model("llava")
+    a, b = make_inputs("llava"), make_inputs("llava", seed=1)
+    nxt = torch.tensor([[5]])
+    with torch.no_grad(), apply_pruning(model, cfg):
+        out_a = model(**a, use_cache=True)
+        copied = copy.deepcopy(out_a.past_key_values)
+        with pytest.raises(ValueError, match="no longer the latest"):
+            model(input_ids=nxt, past_key_values=copied)
+        want = model(input_ids=nxt, past_key_values=out_a.past_key_values).logits
+        out_a = model(**a, use_cache=True)
+        model(**b, use_cache=True)
+        with pytest.raises(ValueError, match="no longer the latest"):
+            model(input_ids=nxt, past_key_values=out_a.past_key_values)
+        out_a = model(**a, use_cache=True)
+        assert torch.equal(model(input_ids=nxt, past_key_values=out_a.past_key_values).logits, want)
+
+
+def test_static_mode_refuses_generating_without_the_cache(llava):
+    """generate(use_cache=False) re-runs the prompt at every step and would re-select the image tokens each
+    time, which is cache_mode='recompute', not the static setting the results would be labelled with."""
+    model, _ = llava
+    with pytest.raises(ValueError, match="that is cache_mode='recompute'"):
+        model.generate(**make_inputs("llava"), max_new_tokens=3, use_cache=False, do_sample=False)
+    model(**make_inputs("llava"), use_cache=False)  # one forward without a cache is fine
+    model(**make_inputs("llava", seed=1), use_cache=False)
+
+
 def test_static_cache(llava):
     model, _ = llava
     with pytest.raises(ValueError, match="DynamicCache"):

@@ -126,3 +126,35 @@ def test_accelerate_offloaded_model_prunes_identically():
             out = model(**inputs).logits
     assert p.stats.image_tokens_per_layer == cfg.tokens_per_layer(64, 12)
     assert torch.allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "llava_onevision", "internvl"])
+@pytest.mark.parametrize("cfg", [PruneConfig("fastv", 0.75, 2), PruneConfig("divprune", 0.75),
+                                 PruneConfig("random_oneshot", 0.75, 0, seed=1)], ids=["k2", "divprune_k0", "random_k0"])
+@pytest.mark.parametrize("return_dict", [True, False])
+def test_decoding_by_hand_equals_generate(family, cfg, return_dict):
+    """A prefill and then single-token calls on its cache, without position ids, give generate's logits: at
+    K = 0 the model would count positions from layer 0's pruned cache, so the pruner supplies them; with
+    return_dict=False the cache is found in the output tuple."""
+    model = build_model(family)
+    inputs = make_inputs(family)
+    with torch.no_grad(), apply_pruning(model, cfg):
+        ref = model.generate(**inputs, max_new_tokens=3, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True)
+        out = model(**inputs, use_cache=True, return_dict=return_dict)
+        logits, cache = (out.logits, out.past_key_values) if return_dict else (out[0], out[1])
+        mask = inputs["attention_mask"]
+        for step in range(3):
+            assert torch.allclose(logits[:, -1], ref.logits[step], atol=1e-5), step
+            token = logits[:, -1].argmax(-1, keepdim=True)
+            mask = torch.cat([mask, torch.ones_like(token)], 1)
+            out = model(input_ids=token, past_key_values=cache, attention_mask=mask, return_dict=return_dict)
+            logits = out.logits if return_dict else out[0]
+
+
+def test_decoding_by_hand_without_a_mask_at_layer_zero_is_refused_on_mrope():
+    model = build_model("qwen2_vl")
+    with torch.no_grad(), apply_pruning(model, PruneConfig("divprune", 0.75)):
+        out = model(**make_inputs("qwen2_vl"), use_cache=True)
+        with pytest.raises(ValueError, match="needs the attention_mask"):
+            model(input_ids=torch.tensor([[5]]), past_key_values=out.past_key_values)

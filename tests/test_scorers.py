@@ -128,3 +128,27 @@ def test_spatial_replaces_tokens_dropped_earlier_by_their_nearest():
     got = SCORERS["spatial"]().select(inp)[0]
     idx = inp.image_index[0][got].tolist()
     assert len(idx) == 16 and 9 not in idx and ({1, 8, 10, 17} & set(idx))
+
+
+def test_engine_hands_scorers_image_index_minus_one_for_text(monkeypatch):
+    """ScoreInputs.image_index: the rank among image tokens at image tokens, -1 at every text token (also after
+    the image); token_index: each present token's index in the prompt."""
+    from tiny_models import build_model, make_inputs
+    from SequentialPrune import PruneConfig, apply_pruning
+
+    seen = []
+    scorer_cls = SCORERS["random"]
+    original = scorer_cls.select
+    monkeypatch.setattr(scorer_cls, "select", lambda self, inp: seen.append(inp) or original(self, inp))
+    model = build_model("llava")
+    inputs = make_inputs("llava", batch=2, suffixes=[7, 4])
+    with torch.no_grad(), apply_pruning(model, PruneConfig("random", 0.5, 2, step=0.25)):
+        model(**inputs)
+    assert len(seen) == 2  # two pruning layers
+    for inp in seen:
+        text = ~inp.visual
+        assert bool((inp.image_index[text] == -1).all())
+        ranks = inp.image_index[inp.visual].view(2, -1)
+        assert bool((ranks.diff(dim=1) > 0).all()) and int(ranks.max()) <= 63
+        assert bool((inp.token_index.diff(dim=1) > 0).all())
+    assert inp.token_index.shape[1] < inputs["input_ids"].shape[1]  # the second layer sees the kept tokens only
