@@ -24,7 +24,7 @@ class Launch:
     out: str
     seconds: float
 
-    def __str__(self) -> str:  # what pytest shows when an assertion on a launch fails
+    def __str__(self) -> str:  # assertions pass str(launch): pytest shortens a non-string message
         return f"rc={self.rc} after {self.seconds:.1f}s\n{self.out[-6000:]}"
 
 

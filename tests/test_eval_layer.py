@@ -217,7 +217,7 @@ def test_changed_setting_under_same_name_is_refused(grid, eval_env):
                          "--prune-ratio", "0.5", "--prune-layer", "2")
     args[args.index("--max-new-tokens") + 1] = "3"  # same name, different generation length
     res = launch(args, eval_env.env)
-    assert res.rc == 2 and "another setting" in res.out and "max_new_tokens" in res.out, res
+    assert res.rc == 2 and "another setting" in res.out and "max_new_tokens" in res.out, str(res)
     assert "Loading weights" not in res.out
     assert pred.stat().st_mtime_ns == before
 
@@ -231,7 +231,7 @@ def test_original_flags_run_the_original_procedure(eval_env):
                          "--fast-v-attention-rank", "0.5", "--fast-v-agg-layer", "2",
                          "--fast-v-sequential-prune", "--prune-step", "10", path=eval_env.llava)
     res = launch(args, eval_env.env)
-    assert res.rc == 0, res
+    assert res.rc == 0, str(res)
     assert "llava_v1.5_7b runs as llava_seqprune" in res.out
     assert "--fast-v-image-token-length 576 does not match the prompt: found 64" in res.out
     cfg = PruneConfig("sequential", 0.5, 2, cache_mode="recompute", score_dtype="model")
@@ -249,7 +249,7 @@ def test_recompute_cache_mode(eval_env):
     work_dir = eval_env.root / "work_recompute"
     res = launch(eval_env.args("llava_seqprune", ["MCQ"], work_dir, "--prune-ratio", "0.5",
                                "--cache-mode", "recompute"), eval_env.env)
-    assert res.rc == 0, res
+    assert res.rc == 0, str(res)
     cfg = PruneConfig("sequential", 0.5, 2, cache_mode="recompute")
     lines = stats_lines(work_dir / f"llava_seqprune_{cfg.tag()}")
     assert len(lines) == N
@@ -267,7 +267,7 @@ def test_recompute_cache_mode(eval_env):
 def test_bad_flags_fail_before_anything_loads(eval_env, flags, message):
     work_dir = eval_env.root / "work_bad"
     res = launch(eval_env.args("llava_seqprune", ["MCQ"], work_dir, *flags), eval_env.env)
-    assert res.rc == 2 and message in res.out, res
+    assert res.rc == 2 and message in res.out, str(res)
     assert "Loading weights" not in res.out and not work_dir.exists()
     assert res.seconds < 60
 
@@ -279,7 +279,7 @@ def test_bad_flags_fail_before_anything_loads(eval_env, flags, message):
 def test_checks_that_need_the_config_fail_before_model_load(eval_env, flags, message):
     work_dir = eval_env.root / "work_bad_config"
     res = launch(eval_env.args("llava_seqprune", ["MCQ"], work_dir, *flags), eval_env.env)
-    assert res.rc == 2 and message in res.out, res
+    assert res.rc == 2 and message in res.out, str(res)
     assert "Loading weights" not in res.out and not (work_dir / "llava_seqprune_sequential_r0.9_l5_s10").exists()
 
 
@@ -287,7 +287,7 @@ def test_unknown_dataset_fails_before_model_load(eval_env):
     args = eval_env.args("llava_seqprune", ["MCQ"], eval_env.root / "work_bad_ds")
     args[args.index("--data") + 1] = "NoSuchBench"
     res = launch(args, eval_env.env)
-    assert res.rc == 2 and "unknown dataset(s) ['NoSuchBench']" in res.out, res
+    assert res.rc == 2 and "unknown dataset(s) ['NoSuchBench']" in res.out, str(res)
 
 
 def test_model_failure_inside_vlmeval_is_not_lost(eval_env):

@@ -142,8 +142,8 @@ def test_1_checkpoint_weights_changed_in_place_are_refused(rig, tmp_path):
     new_sha = hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
 
     res = launch(args, rig.env)
-    assert res.rc == 2, res
-    assert f"checkpoint {ckpt}: model.safetensors: sha256 {old_sha[:12]}" in res.out, res
+    assert res.rc == 2, str(res)
+    assert f"checkpoint {ckpt}: model.safetensors: sha256 {old_sha[:12]}" in res.out, str(res)
     assert new_sha[:12] in res.out and "--reuse-despite-changes" in res.out and "another --work-dir" in res.out
     assert "Infer " not in res.out  # refused before any model loads
     assert pred.stat().st_mtime_ns == before
@@ -185,8 +185,8 @@ def test_2_code_change_is_refused(rig, tmp_path):
         f.write("\n# a commit that changes the prompt code\n")
 
     res = launch(args, env, run_py=run_py)
-    assert res.rc == 2, res
-    assert f"code digest {digest} -> " in res.out and "eval/VLMEvalKit/seqprune_models/llava_paper.py" in res.out, res
+    assert res.rc == 2, str(res)
+    assert f"code digest {digest} -> " in res.out and "eval/VLMEvalKit/seqprune_models/llava_paper.py" in res.out, str(res)
     assert "Infer " not in res.out
 
 
@@ -215,7 +215,7 @@ def test_1_hub_id_is_identified_by_its_cached_revision(rig, tmp_path):
     recorded = setting_of(work / RUN)["content"]["checkpoint"]
     assert recorded["kind"] == "hub" and recorded["revision"] == old_rev and "model.safetensors" in recorded["files"]
     again = launch(args, env)  # same revision: its predictions are reused
-    assert again.rc == 0 and "Infer " not in again.out and "6 answers" in again.out, again
+    assert again.rc == 0 and "Infer " not in again.out and "6 answers" in again.out, str(again)
     pred = work / RUN / f"{RUN}_Small_MCQ.xlsx"
     before = pred.stat().st_mtime_ns
 
@@ -225,8 +225,8 @@ def test_1_hub_id_is_identified_by_its_cached_revision(rig, tmp_path):
     weights[key] = weights[key] + 1.0
     save_file(weights, snap / "model.safetensors", metadata={"format": "pt"})
     res = launch(args, env)
-    assert res.rc == 2, res
-    assert f"{repo_id} revision {old_rev} -> {new_rev}" in res.out and "--reuse-despite-changes" in res.out, res
+    assert res.rc == 2, str(res)
+    assert f"{repo_id} revision {old_rev} -> {new_rev}" in res.out and "--reuse-despite-changes" in res.out, str(res)
     assert "Infer " not in res.out and pred.stat().st_mtime_ns == before
 
 
@@ -244,8 +244,8 @@ def test_3_regenerated_tsv_is_refused_then_accepted_on_request(rig, tmp_path):
     assert new != old
 
     res = launch(args, env)
-    assert res.rc == 2, res
-    assert f"dataset Small_MCQ {tsv}: md5 {old} -> {new}" in res.out, res
+    assert res.rc == 2, str(res)
+    assert f"dataset Small_MCQ {tsv}: md5 {old} -> {new}" in res.out, str(res)
     assert "Infer " not in res.out
 
     accepted = launch(args + ["--reuse-despite-changes"], env)
@@ -278,7 +278,7 @@ def test_4_dumped_image_cache_follows_the_tsv(rig, tmp_path):
 
     assert matching() < SMALL  # the cache now holds images of the old TSV
     res = launch(rig.args(rig.llava, ["Small_MCQ"], tmp_path / "work_b"), env)
-    assert res.rc == 0, res
+    assert res.rc == 0, str(res)
     assert f"{folder}: {SMALL} cached image file(s) were extracted from another version of Small_MCQ.tsv" in res.out
     assert matching() == SMALL
 
@@ -287,9 +287,9 @@ def test_4_dumped_image_cache_follows_the_tsv(rig, tmp_path):
 def test_5_all_empty_answers_fail_the_run_and_are_counted(rig, tmp_path):
     work = tmp_path / "work"
     res = launch(rig.args(rig.empty, ["Small_MCQ", "Small_YN"], work), rig.env)
-    assert res.rc == 1, res
+    assert res.rc == 1, str(res)
     for ds in ("Small_MCQ", "Small_YN"):
-        assert f"EMPTY ANSWERS: {RUN} x {ds}: failed: all {SMALL} answers are empty" in res.out, res
+        assert f"EMPTY ANSWERS: {RUN} x {ds}: failed: all {SMALL} answers are empty" in res.out, str(res)
         assert f"{RUN} x {ds}:" in res.out and f"{SMALL} answers, {SMALL} empty, 0 failed rows" in res.out
         rec = results_of(work / RUN)[ds]
         assert rec["empty_answers"] == SMALL and rec["samples"] == SMALL and rec["problem"].startswith("failed")
@@ -305,12 +305,12 @@ def test_6_missing_or_unset_lmudata_is_an_error(rig, tmp_path):
     work = tmp_path / "work"
     typo = tmp_path / "LMUDta"
     res = launch(rig.args(rig.llava, ["Small_MCQ"], work), dict(rig.env, HOME=str(home), LMUData=str(typo)))
-    assert res.rc == 2, res
+    assert res.rc == 2, str(res)
     assert f"$LMUData={typo} is not a directory" in res.out and "~/LMUData" in res.out
     env = dict(rig.env, HOME=str(home))
     env.pop("LMUData")
     res = launch(rig.args(rig.llava, ["Small_MCQ"], work), env)
-    assert res.rc == 2 and "$LMUData is not set" in res.out and "export LMUData=" in res.out, res
+    assert res.rc == 2 and "$LMUData is not set" in res.out and "export LMUData=" in res.out, str(res)
     assert not work.exists() and not (home / "LMUData" / "images").exists() and not typo.exists()
 
 
@@ -341,9 +341,9 @@ def test_7_bad_rows_fail_alone_with_index_and_reason(rig, tmp_path):
     work = tmp_path / "work"
 
     res = launch(rig.args(rig.llava, ["Small_MCQ", "Small_YN"], work), rig.env_for(lmu))
-    assert res.rc == 1, res
+    assert res.rc == 1, str(res)
     assert COMBINATION_FAILED not in res.out
-    assert f"FAILED ROWS: {RUN} x Small_MCQ: failed rows: 3 of {SMALL} rows failed" in res.out, res
+    assert f"FAILED ROWS: {RUN} x Small_MCQ: failed rows: 3 of {SMALL} rows failed" in res.out, str(res)
     assert f"FAILED ROWS: {RUN} x Small_YN: failed rows: 2 of {SMALL} rows failed" in res.out
     assert f"50.00% (3/{SMALL})" in res.out  # VLMEvalKit's own infer_fail_rate counts them
     logged = {}
@@ -377,8 +377,8 @@ def test_8_one_stats_line_per_sample_after_a_killed_run_resumes(rig, tmp_path):
     assert logged > saved > 0  # these samples are generated again on resume
 
     res = launch(args, rig.env)
-    assert res.rc == 0, res
-    assert f"dropped {logged - saved} per-sample log line(s)" in res.out, res
+    assert res.rc == 0, str(res)
+    assert f"dropped {logged - saved} per-sample log line(s)" in res.out, str(res)
     assert f"no longer running (PID {bg.pid}" in res.out  # the killed launch's lock was stale
     assert len(assert_one_line_per_sample(work / RUN, rig.lmudata, "Long_MCQ")) == LONG
 
@@ -403,8 +403,8 @@ def test_8_one_stats_line_per_sample_after_a_killed_torchrun_resumes(rig, tmp_pa
     assert logged > saved >= 20
 
     res = launch(args, rig.env, nproc=2)
-    assert res.rc == 0, res
-    assert f"dropped {logged - saved} per-sample log line(s)" in res.out, res
+    assert res.rc == 0, str(res)
+    assert f"dropped {logged - saved} per-sample log line(s)" in res.out, str(res)
     lines = assert_one_line_per_sample(run_dir, rig.lmudata, "Long_YN")
     assert len(lines) == LONG and {f.name for f in (run_dir / "seqprune_stats").glob("*")} == \
         {"Long_YN.rank0.jsonl", "Long_YN.rank1.jsonl"}
@@ -424,7 +424,7 @@ def test_11_partial_files_of_a_2process_run_are_taken_over_by_1_process(rig, tmp
 
     rerun_start = time.time()
     res = launch(args, rig.env, nproc=1)
-    assert res.rc == 0, res
+    assert res.rc == 0, str(res)
     assert (f"Long_GQA: took over {saved} saved prediction(s) from an interrupted run with another process count "
             "(02_Long_GQA.pkl, 12_Long_GQA.pkl)") in res.out, res
     assert not list(run_dir.glob("*.pkl"))  # no orphans left behind
@@ -545,9 +545,9 @@ def test_13_read_only_work_dir_is_one_clear_line(rig, tmp_path):
                 pytest.skip("root without CAP_SYS_ADMIN: neither a read-only mount nor permissions can stop a write")
             ro.chmod(0o555)  # not root: permissions make the folder unwritable
         res = launch(rig.args(rig.llava, ["Small_MCQ"], ro / "work"), rig.env)
-    assert res.rc == 2, res
+    assert res.rc == 2, str(res)
     lines = error_lines(res.out)
-    assert len(lines) == 1 and str(ro / "work") in lines[0], res
+    assert len(lines) == 1 and str(ro / "work") in lines[0], str(res)
     assert ("Read-only file system" if mounted else "Permission denied") in lines[0]
     assert "choose a writable --work-dir" in lines[0] and "Traceback" not in res.out
 
@@ -585,7 +585,7 @@ def test_13_full_disk_mid_run_is_one_clear_line_and_no_truncated_record(rig, tmp
         if ballast is not None:
             ballast.unlink()
         again = launch(args, rig.env)  # space again: the same command resumes
-        assert again.rc == 0, again
+        assert again.rc == 0, str(again)
         assert len(assert_one_line_per_sample(work / RUN, rig.lmudata, "Long_MCQ")) == LONG
 
 
@@ -594,7 +594,7 @@ def test_14_qwen_max_pixels_above_the_processor_is_recorded_as_effective(rig, tm
     work = tmp_path / "work"
     # the hf protocol: VLMEvalKit's own pixel bounds (the paper protocol has its own, see test_protocol.py)
     res = launch(rig.args(rig.qwen, ["Small_MCQ"], work, "--max-pixels", "2000000", "--protocol", "hf"), rig.env)
-    assert res.rc == 0, res
+    assert res.rc == 0, str(res)
     assert ("--max-pixels 2000000 is above what the checkpoint's image processor allows (max_pixels 1003520); "
             "images are resized to at most 1003520 pixels") in res.out, res
     run_dir = work / "qwen2vl_seqprune_sequential_r0.75_l2_s10"

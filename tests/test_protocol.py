@@ -492,7 +492,7 @@ def _original_command(root, llava, *flags):
 
 
 def _check_run(res, run_dir):
-    assert res.rc == 0 and COMBINATION_FAILED not in res.out, res
+    assert res.rc == 0 and COMBINATION_FAILED not in res.out, str(res)
     return json.loads((run_dir / "seqprune_setting.json").read_text())["identity"], stats_lines(run_dir)
 
 
@@ -537,7 +537,7 @@ def test_protocol_paper_is_refused_for_a_model_the_paper_did_not_run(launch_env,
     res = launch(["--data", mcq, "--model", "qwen2_5vl_seqprune", "--model-path", str(tiny_qwen), "--work-dir",
                   str(work_dir), "--register-dataset", f"{mcq}=mcq", "--protocol", "paper",
                   "--prune-method", "none"], env)
-    assert res.rc == 2 and "the paper did not evaluate qwen2_5vl_seqprune" in res.out, res
+    assert res.rc == 2 and "the paper did not evaluate qwen2_5vl_seqprune" in res.out, str(res)
     assert "Loading weights" not in res.out and not work_dir.exists()
 
 
