@@ -123,9 +123,9 @@ def grid(eval_env) -> Dict[str, Done]:
 @pytest.mark.parametrize("key", list(GRID))
 def test_run_succeeds_without_swallowed_errors(grid, key):
     d = grid[key]
-    assert d.launch.rc == 0, d.launch
-    assert COMBINATION_FAILED not in d.launch.out, d.launch
-    assert "produced results" in d.launch.out, d.launch
+    assert d.launch.rc == 0, str(d.launch)
+    assert COMBINATION_FAILED not in d.launch.out, str(d.launch)
+    assert "produced results" in d.launch.out, str(d.launch)
     assert "using --judge exact_matching" in d.launch.out  # no API key: no judge retries
 
 
