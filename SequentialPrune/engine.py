@@ -266,7 +266,7 @@ class Pruner:
         counts = visual.sum(dim=1)
         n = int(counts.max())
         mask2d = call_args.get("attention_mask")
-        if has_pixels and int(counts.max()) == 0:
+        if has_pixels and n == 0:
             raise ValueError(
                 f"pixel inputs were given but input_ids hold no image token (ids {self.visual_ids.tolist()}); "
                 "the prompt must contain the processor's image placeholders (check the model's image_token_id)")
