@@ -140,12 +140,6 @@ def image_token_coords(model, inputs, capture: dict) -> torch.Tensor:
     return coords[0].cpu()
 
 
-def _image_token_id(processor) -> int:
-    tok = processor.tokenizer
-    token = getattr(processor, "image_token", None) or getattr(tok, "image_token", None) or "<image>"
-    return tok.convert_tokens_to_ids(token)
-
-
 def load(model_path: str, attn: str = "sdpa", device: str | None = None):
     """Processor and model from a hub id or a local directory."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -212,15 +206,15 @@ def render(model, processor, image, question: str, cfg: PruneConfig, out: Path,
     else:                # a row of pictures per layer
         fig, axes = plt.subplots(len(layers), len(views), squeeze=False,
                                  figsize=(max(5.0, 2.6 * len(views)), 0.6 + 2.7 * len(layers)))
+    greys = [(v.pixels.astype(np.float32) * 0.25 + 70 * 0.75).astype(np.uint8) for v in views]  # dropped: dark
     for ax_row, layer in zip(axes, layers):
         kept = torch.zeros(n + 1, dtype=torch.bool)       # the last entry: cells no token covers
         kept[stats.kept_image_indices[layer][0]] = True
-        for ax, view in zip(ax_row, views):
+        for ax, view, grey in zip(ax_row, views, greys):
             shown, (rows, cols) = view.pixels, view.cells.shape
             cell = kept.numpy()[np.where(view.cells >= 0, view.cells, n)]
             ys = (np.arange(shown.shape[0]) * rows // shown.shape[0]).clip(0, rows - 1)
             xs = (np.arange(shown.shape[1]) * cols // shown.shape[1]).clip(0, cols - 1)
-            grey = (shown.astype(np.float32) * 0.25 + 70 * 0.75).astype(np.uint8)  # dropped: dark
             ax.imshow(np.where(cell[ys][:, xs][..., None], shown, grey))
             ax.set_title(f"{view.title + ', ' if view.title else ''}layer {layer}: {int(cell.sum())}/{cell.size} kept",
                          fontsize=8)
