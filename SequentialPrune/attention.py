@@ -100,7 +100,8 @@ def last_token_scores(query: torch.Tensor, key: torch.Tensor, attention_mask, sc
     float32 (grouped-query attention is folded onto the key-value heads instead
     of repeating the keys). ``precision="model"``: what eager attention in the
     model's dtype gives, as the original research code ranked: logits in the
-    model's dtype, softmax in float32 cast back to it, mean over heads in it.
+    model's dtype, softmax in float32 cast back to it, mean over heads in it
+    (the logits are the last row of the full ``q K^T``, so they are eager's bits).
     """
     b, hq, _, d = query.shape
     hkv, kv_len = key.shape[1], key.shape[2]
@@ -110,7 +111,9 @@ def last_token_scores(query: torch.Tensor, key: torch.Tensor, attention_mask, sc
     if precision == "model":
         dtype = query.dtype
         k = key.repeat_interleave(hq // hkv, dim=1) if hq != hkv else key
-        logits = torch.matmul(query[:, :, -1:, :], k.transpose(2, 3)) * scaling
+        # The whole query block, as eager attention multiplies it: a one-row product may take another kernel
+        # (GEMV rather than GEMM) whose half-precision rounding differs on some CPUs and GPUs.
+        logits = torch.matmul(query, k.transpose(2, 3))[:, :, -1:, :] * scaling
         if bias is not None:
             bias = bias.to(logits.device).clamp(min=torch.finfo(dtype).min).to(dtype)
             logits = logits + bias[:, None, None, :]

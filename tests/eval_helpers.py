@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,17 +36,12 @@ def subprocess_env(lmudata: Path) -> Dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def command(args: Sequence[str], nproc: int = 1, run_py: Path = RUN_PY) -> List[str]:
     """The command line of run.py, through torchrun when nproc > 1."""
     if nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-                "--master-port", str(free_port()), str(run_py), *args]
+        # --standalone: torchrun binds a free port itself, so parallel test workers never race for one
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                str(run_py), *args]
     return [sys.executable, str(run_py), *args]
 
 

@@ -15,7 +15,7 @@ from typing import Dict, List
 
 import pytest
 
-from eval_helpers import (COMBINATION_FAILED, EVAL_DIR, REPO, Launch, free_port, launch, predictions, stats_lines,
+from eval_helpers import (COMBINATION_FAILED, EVAL_DIR, REPO, Launch, launch, predictions, stats_lines,
                           subprocess_env, tsv_indices)
 
 sys.path.append(str(EVAL_DIR))  # after the repo paths: our module names are generic
@@ -371,7 +371,7 @@ def test_demo_grid_runs_from_any_directory(eval_env, tmp_path):
     reg = " ".join(f"--register-dataset {NAMES[k]}={KIND_FLAG[k]}" for k in NAMES)
     env = dict(eval_env.env, DATA=NAMES["MCQ"], MODEL_PATH=str(eval_env.llava), RATIOS="0.5", LAYERS="2",
                METHODS="sequential", WORK_DIR=str(work_dir), PYTHON=sys.executable, NPROC="2", GPUS="",
-               TORCHRUN=f"{sys.executable} -m torch.distributed.run --master-port {free_port()}",
+               TORCHRUN=f"{sys.executable} -m torch.distributed.run --standalone",  # picks its own free port
                EXTRA_ARGS=f"{reg} --max-new-tokens 4")
     p = subprocess.run(["bash", str(EVAL_DIR / "demo_multigpu_llava.sh")], cwd=str(tmp_path), env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)

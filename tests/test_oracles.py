@@ -160,8 +160,36 @@ def test_model_precision_scores_equal_the_reference(family, dtype, method):
     """score_dtype='model' ranks the probabilities the original's eager half-precision attention gave."""
     cfg = ORACLE_CONFIGS[method].replace(score_dtype="model")
     pruner, plan, ours, theirs = run_against_reference(family, "eager", cfg, dtype=dtype)
-    # the same picks, and close logits (half precision: physical removal and masking round differently)
-    assert_matches(pruner, plan, ours, theirs, logit_tol=0.1, step_tol=0.2)
+    assert_half_precision_matches(ours, theirs)
+
+
+# Half precision: physical removal and masking sum different sets of keys, so every layer rounds differently
+# (on a CPU, by kernels that vary with the processor). Over every case above, on the 2-core Xeon VM, the largest
+# gap in last-token logits and in decoding logits up to the first near-tie was 0.019: one bf16 ulp at the
+# logits' magnitude here (2 to 4, ulp 2**-6). 0.05 allows three ulps: still far below a wrong pick's effect.
+HALF_LOGIT_TOL = HALF_STEP_TOL = 0.05
+
+
+def assert_half_precision_matches(ours, theirs):
+    """What half precision defines on any CPU: the same picks, close logits, and the same greedy tokens up to the
+    first step where the reference's top two logits are within 2 x the tolerance (there, logits that agree within
+    it may still order the two differently, and the sequences may part)."""
+    last, seq, step_logits, kept = ours
+    ref_last, ref_kept, ref_seq, ref_step_logits = theirs
+    assert set(kept) == set(ref_kept)
+    for layer, ref_layer_kept in ref_kept.items():
+        assert torch.equal(kept[layer], ref_layer_kept), f"layer {layer}"
+    assert (last.float() - ref_last.float()).abs().max().item() < HALF_LOGIT_TOL
+    prompt = seq.shape[1] - NEW
+    top2 = ref_step_logits.float().topk(2, dim=-1).values
+    near_tie = (top2[..., 0] - top2[..., 1]) < 2 * HALF_STEP_TOL  # (batch, NEW)
+    for b in range(seq.shape[0]):
+        ties = near_tie[b].nonzero()
+        until = ties[0].item() if len(ties) else NEW  # steps before it have one greedy answer
+        # the prefixes are equal up to and including step `until`, so its logits are comparable too
+        gap = (step_logits[b, :until + 1].float() - ref_step_logits[b, :until + 1].float()).abs().max().item()
+        assert gap < HALF_STEP_TOL, f"row {b}: decoding logits differ by {gap} before the first near-tie"
+        assert torch.equal(seq[b, :prompt + until], ref_seq[b, :prompt + until]), f"row {b}, first {until} steps"
 
 
 @pytest.mark.parametrize("family", ["llava", "internvl"])
