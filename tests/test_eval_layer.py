@@ -127,6 +127,8 @@ def test_run_succeeds_without_swallowed_errors(grid, key):
     assert COMBINATION_FAILED not in d.launch.out, str(d.launch)
     assert "produced results" in d.launch.out, str(d.launch)
     assert "using --judge exact_matching" in d.launch.out  # no API key: no judge retries
+    # VLMEvalKit's note on the optional .env file is kept, at its real level
+    assert "Did not detect the .env file" in d.launch.out and "ERROR - __init__.py: load_env" not in d.launch.out
 
 
 @pytest.mark.parametrize("key", list(GRID))
@@ -342,6 +344,9 @@ def test_original_flags_parse_to_the_new_setting(original, new):
     (["--prune-ratio", "0", "--cache-mode", "recompute"], "nothing is pruned"),
     (["--attn-impl", "flash"], "invalid choice"),
     (["--model-path", "./no/such/dir"], "neither a local checkpoint directory nor a hub id"),
+    (["--model-path", "llava_seqprune=./no/such/dir"], "neither a local checkpoint directory nor a hub id"),
+    (["--model-path", "org/a", "org/b"], "takes NAME=PATH pairs"),
+    (["--model-path", "llava_seqprune=org/a", "llava_seqprune=org/b"], "names a model twice"),
     (["--max-new-tokens", "0"], "must be an integer >= 1"),
     (["--register-dataset", "Foo"], "expected NAME=KIND"),
 ])
@@ -350,6 +355,43 @@ def test_bad_flag_combinations_are_refused(capsys, flags, message):
         parse_flags(flags + ["--model", "llava_seqprune"])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_model_path_takes_one_path_or_a_pair_per_model(tmp_path):
+    ckpt = tmp_path / "ck=pt"  # a directory whose name holds '=' is still one path
+    ckpt.mkdir()
+    s, _, _ = parse_flags(["--model-path", str(ckpt)])
+    assert s.model_path == str(ckpt) and s.model_paths == () and s.for_model("any").model_path == str(ckpt)
+    s, rest, _ = parse_flags(["--model-path", "llava_seqprune=org/a", "qwen2vl_seqprune=" + str(ckpt), "--model",
+                              "llava_seqprune", "qwen2vl_seqprune"])
+    assert rest == ["--model", "llava_seqprune", "qwen2vl_seqprune"]
+    assert s.model_path is None and dict(s.model_paths) == {"llava_seqprune": "org/a", "qwen2vl_seqprune": str(ckpt)}
+    assert s.for_model("qwen2vl_seqprune").model_path == str(ckpt)
+    assert s.for_model("internvl_seqprune").model_path is None  # not named: its default checkpoint
+    assert "model_paths" not in s.for_model("llava_seqprune").to_dict()  # each model records only its own path
+
+
+def test_budget_is_solved_for_each_model_of_a_launch(eval_env, tmp_path):
+    """Two of our models in one launch, each with its own checkpoint (NAME=PATH): --prune-budget gives each the
+    ratio solved for its own layer count, and each run records its own."""
+    qwen8 = build_tiny_qwen2vl(tmp_path / "qwen-8-layers", num_layers=8)
+    work = tmp_path / "work"
+    args = ["--data", NAMES["MCQ"], "--model", "llava_seqprune", "qwen2vl_seqprune", "--model-path",
+            f"llava_seqprune={eval_env.llava}", f"qwen2vl_seqprune={qwen8}", "--work-dir", str(work),
+            "--max-new-tokens", "2", "--register-dataset", f"{NAMES['MCQ']}=mcq", "--prune-budget", "0.8",
+            *QWEN_PIXELS]
+    res = launch(args, eval_env.env)
+    assert res.rc == 0, str(res)
+    # the same solver, given each model's own counts (LLaVA: 64 image tokens; Qwen's vary: a fraction of N=1000)
+    want = {"llava_seqprune": PruneConfig.for_budget("sequential", 0.8 * 64, 64, LAYERS, layer=2, step=0.1),
+            "qwen2vl_seqprune": PruneConfig.for_budget("sequential", 800, 1000, 8, layer=2, step=0.1)}
+    assert want["llava_seqprune"].ratio != want["qwen2vl_seqprune"].ratio
+    for model, cfg in want.items():
+        rec = json.loads((work / f"{model}_{cfg.tag()}" / "seqprune_setting.json").read_text())
+        assert rec["setting"]["prune"]["ratio"] == pytest.approx(cfg.ratio), model
+        assert rec["identity"]["model_path"] == str(eval_env.llava if model == "llava_seqprune" else qwen8)
+        assert all(r["image_tokens_per_layer"][-1] < r["image_tokens_per_layer"][0]
+                   for r in stats_lines(work / f"{model}_{cfg.tag()}"))
 
 
 def test_defaults_and_normalisation():

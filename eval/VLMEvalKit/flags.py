@@ -11,7 +11,7 @@ import argparse
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
 from SequentialPrune import METHODS, SCORERS, PruneConfig
@@ -45,7 +45,8 @@ class EvalSetting:
     protocol: Optional[str] = None
     dtype: Optional[str] = None
     attn_impl: Optional[str] = None
-    model_path: Optional[str] = None
+    model_path: Optional[str] = None  # one checkpoint for every model; after for_model(), this model's
+    model_paths: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)  # --model-path NAME=PATH pairs
     max_new_tokens: Optional[int] = None
     min_pixels: Optional[int] = None
     max_pixels: Optional[int] = None
@@ -55,8 +56,18 @@ class EvalSetting:
     legacy_flags: bool = False
     register_datasets: Tuple[Tuple[str, str], ...] = field(default_factory=tuple)
 
+    def for_model(self, base: str) -> "EvalSetting":
+        """This model's setting: its own checkpoint (a NAME=PATH pair, else the one --model-path, else None for
+        its default), no other model's. The budget is solved per model afterwards (run.py)."""
+        paths = dict(self.model_paths)
+        return replace(self, model_path=paths.get(base, None if paths else self.model_path), model_paths=())
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        if not d["model_paths"]:  # a resolved, per-model setting (the record's form since before the pairs)
+            d.pop("model_paths")
+        else:
+            d["model_paths"] = [list(x) for x in self.model_paths]
         d["prune"] = self.prune.to_dict()
         d["prune_tag"] = self.prune.tag()
         d["register_datasets"] = [list(x) for x in self.register_datasets]
@@ -134,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="static: prune at prefill, decode on the pruned KV cache (default); "
                         "recompute: no KV cache, re-select at every generated token (the original inplace code)")
     m = p.add_argument_group("model")
-    m.add_argument("--model-path", default=None, help="hub id or local checkpoint directory (offline use)")
+    m.add_argument("--model-path", nargs="+", default=None, metavar="PATH | NAME=PATH",
+                   help="hub id or local checkpoint directory (offline use) for every model; with several of our "
+                        "models, one NAME=PATH pair per model (the others load their default checkpoint)")
     m.add_argument("--register-dataset", type=_dataset_kind, action="append", default=[], metavar="NAME=KIND",
                    help=f"use $LMUData/NAME.tsv as a local dataset of KIND {DATASET_KINDS} (repeatable)")
     r = p.add_argument_group("results")
@@ -217,6 +230,27 @@ def _check_model_path(path: Optional[str]) -> None:
         raise FlagError(f"--model-path {path!r} is neither a local checkpoint directory nor a hub id (org/name)")
 
 
+def _model_paths(values: Optional[List[str]]) -> Tuple[Optional[str], Tuple[Tuple[str, str], ...]]:
+    """--model-path: one PATH for every model, or NAME=PATH pairs (one per model)."""
+    if not values:
+        return None, ()
+    pair = re.compile(r"([\w.-]+)=(.+)")  # a model name has no '/', so 'org/name' and './dir' are never pairs
+    if len(values) == 1 and not (pair.fullmatch(values[0]) and not os.path.isdir(os.path.expanduser(values[0]))):
+        _check_model_path(values[0])
+        return values[0], ()
+    pairs = []
+    for v in values:
+        m = pair.fullmatch(v)
+        if not m or os.path.isdir(os.path.expanduser(v)):
+            raise FlagError(f"--model-path with several values takes NAME=PATH pairs (one per model), got {v!r}")
+        _check_model_path(m.group(2))
+        pairs.append((m.group(1), m.group(2)))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise FlagError(f"--model-path names a model twice: {names}")
+    return None, tuple(pairs)
+
+
 def _setting(a) -> EvalSetting:
     method = _resolve_method(a)
     ratio = _merge(a.prune_ratio, _legacy_ratio(a), "--prune-ratio", "--fast-v-attention-rank")
@@ -263,10 +297,11 @@ def _setting(a) -> EvalSetting:
                     ("--fast-v-image-token-length", a.fast_v_image_token_length)):
         if v is not None and v < 0:
             raise FlagError(f"{flag} must be >= 0, got {v}")
-    _check_model_path(a.model_path)
+    model_path, model_paths = _model_paths(a.model_path)
     return EvalSetting(
         prune=cfg, budget=a.prune_budget, budget_n_image=a.budget_n_image, protocol=a.protocol, dtype=a.dtype,
-        attn_impl=a.attn_impl, model_path=a.model_path, max_new_tokens=a.max_new_tokens,
+        attn_impl=a.attn_impl, model_path=model_path, model_paths=model_paths,
+        max_new_tokens=a.max_new_tokens,
         min_pixels=a.min_pixels, max_pixels=a.max_pixels, expect_sys_length=a.fast_v_sys_length,
         expect_image_tokens=a.fast_v_image_token_length, legacy_flags=bool(a.use_fast_v),
         register_datasets=tuple(a.register_dataset))

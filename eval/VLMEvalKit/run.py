@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,15 @@ RANK = int(os.environ.get("RANK", 0))
 def note(msg: str) -> None:
     if RANK == 0:
         print(f"[seqprune] {msg}", file=sys.stderr, flush=True)
+
+
+class _NoEnvFileIsNotAnError(logging.Filter):
+    """VLMEvalKit logs a missing .env file (optional API keys) as an ERROR at import; shown as the INFO it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith("Did not detect the .env file"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 class LaunchError(RuntimeError):
@@ -69,13 +79,19 @@ def _resolve_models(args, setting, ns):
     if not ours and given:
         raise LaunchError(f"{', '.join(given)} apply to our models ({', '.join(MODELS)}), and --model names none")
     if len(set(ours)) > 1 and setting.model_path:
-        raise LaunchError("--model-path with several of our models is ambiguous; run them one at a time")
+        raise LaunchError("one --model-path for several of our models is ambiguous: give one NAME=PATH pair per "
+                          f"model (--model-path {' '.join(f'{n}=PATH' for n in dict.fromkeys(ours))})")
+    stray = [n for n, _ in setting.model_paths if n not in ours]
+    if stray:
+        raise LaunchError(f"--model-path names {stray}, which --model does not run (ours there: {ours})")
     if (setting.min_pixels or setting.max_pixels) and not any(MODELS[n].family in PIXEL_LIMITED for n in ours):
         raise LaunchError("--min-pixels/--max-pixels apply to Qwen models only")
     return ours
 
 
-def _check_static(args, setting, ours):
+def _check_static(args, setting, ours) -> dict:
+    """Check what needs no model, and resolve each of our models' own setting: its checkpoint, and the ratio
+    that meets --prune-budget for its own layer and image-token counts. Returns {model name: setting}."""
     from local_datasets import dataset_known, register_local_datasets
     from seqprune_models import checkpoint_layers, protocol_of
 
@@ -90,20 +106,23 @@ def _check_static(args, setting, ours):
     unknown = [d for d in args.data if not dataset_known(d)]
     if unknown:
         raise LaunchError(f"unknown dataset(s) {unknown}: not a VLMEvalKit name and no $LMUData/<name>.tsv")
+    settings = {}
     for base in dict.fromkeys(ours):
+        own = setting.for_model(base)
         try:
-            layers, _, n_fixed = checkpoint_layers(base, setting.model_path)
-            if setting.budget is not None:
-                setting = solve_budget(setting, layers, n_fixed)
-                note(f"--prune-budget {setting.budget:g}: {base} runs {setting.prune.method} at ratio "
-                     f"{setting.prune.ratio:g} ({setting.prune.tag()})")
-            setting.prune.check_model(layers)
-            proto = protocol_of(base, setting)  # refuses e.g. --protocol paper for a model the paper did not run
+            layers, _, n_fixed = checkpoint_layers(base, own.model_path)
+            if own.budget is not None:
+                own = solve_budget(own, layers, n_fixed)
+                note(f"--prune-budget {own.budget:g}: {base} runs {own.prune.method} at ratio "
+                     f"{own.prune.ratio:g} ({own.prune.tag()})")
+            own.prune.check_model(layers)
+            proto = protocol_of(base, own)  # refuses e.g. --protocol paper for a model the paper did not run
             note(f"{base}: {proto['protocol']} protocol, " + ", ".join(
                 f"{k} {v}" for k, v in proto.items() if k != "protocol"))
         except ValueError as e:
             raise LaunchError(f"{base}: {e}") from None
-    return setting
+        settings[base] = own
+    return settings
 
 
 NOMINAL_N = 1000  # N for a fractional budget on models whose image token count varies: plans scale with N
@@ -161,8 +180,8 @@ def _changes_refused(run_dir: Path, changes: List[str]) -> LaunchError:
                        "--reuse-despite-changes")
 
 
-def _register(args, setting, ns, ours, work_dir, lmudata: Path, locks: list) -> set:
-    """Register our models, lock their folders, refuse stale results, write the setting files; rename args.model.
+def _register(args, settings: dict, ns, ours, work_dir, lmudata: Path, locks: list) -> set:
+    """Register our models (each with its own setting from _check_static), lock their folders, refuse stale results, write the setting files; rename args.model.
 
     Rank 0 also fingerprints the inputs, ties VLMEvalKit's image cache to the
     TSVs, takes over partial files of another process count and drops log
@@ -182,6 +201,7 @@ def _register(args, setting, ns, ours, work_dir, lmudata: Path, locks: list) -> 
         data_fp = dump({ds: dataset_fingerprint(ds, lmudata / f"{ds}.tsv") for ds in args.data})
     renamed = {}
     for base in dict.fromkeys(ours):
+        setting = settings[base]
         name = register(base, setting, work_dir)
         run_dir = Path(work_dir) / name
         kw = model_kwargs(base, setting, str(run_dir))
@@ -307,6 +327,7 @@ def main(argv=None) -> int:
         print("\nVLMEvalKit's flags:\n")
     import launcher_watchdog
     launcher_watchdog.start()  # torchrun workers: stop when the launcher dies
+    logging.getLogger().addFilter(_NoEnvFileIsNotAnError())  # before the import that logs it
     import vlmeval.run as vrun  # noqa: E402  (reads RANK/WORLD_SIZE; may narrow CUDA_VISIBLE_DEVICES)
     from vlmeval.smp import load_env
 
@@ -328,7 +349,7 @@ def main(argv=None) -> int:
             if not args.data or not args.model:
                 raise LaunchError("give --data and --model")
             ours = _resolve_models(args, setting, ns)
-            setting = _check_static(args, setting, ours)
+            settings = _check_static(args, setting, ours)
             unknown = [m for m in args.model if m not in ours and m not in vrun.supported_VLM and not args.base_url]
             if unknown:
                 raise LaunchError(f"unknown model(s) {unknown}")
@@ -337,7 +358,7 @@ def main(argv=None) -> int:
                 note("no judge API key configured: using --judge exact_matching")
             work_dir = os.environ.get("MMEVAL_ROOT", args.work_dir)  # vlmeval gives MMEVAL_ROOT precedence
             io_errors.WRITE_ROOTS[:] = [work_dir, str(lmudata)]
-            registered = _register(args, setting, ns, ours, work_dir, lmudata, locks)
+            registered = _register(args, settings, ns, ours, work_dir, lmudata, locks)
         except (LaunchError, LockHeld) as e:
             print(f"run.py: error: {e}", file=sys.stderr)
             return 2
