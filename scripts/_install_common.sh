@@ -42,10 +42,13 @@ seqprune_install() {
     "$vpy" -c "import SequentialPrune, vlmeval${extra_imports:+, $extra_imports}; print('SequentialPrune', SequentialPrune.__version__, 'with vlmeval at', vlmeval.__path__[0])"
     cat <<MSG
 
-Installed into $venv. Next, for example:
+Installed into $venv. Next:
+    $venv/bin/python -m pytest                 # the test suite, offline, on CPU
+    bash $repo/eval/VLMEvalKit/demo_tiny.sh     # the whole evaluation path offline, on CPU, in minutes
+With the hub (the checkpoint and the benchmark are downloaded):
     source $venv/bin/activate
     python $repo/eval/VLMEvalKit/run.py --data OCRBench --model ${label} --prune-method sequential --prune-ratio 0.75 --prune-layer 2
-or the whole grid (the demos use $venv/bin/python by themselves):
+or the paper's whole grid (the demos use $venv/bin/python by themselves):
     bash $repo/eval/VLMEvalKit/$demo
 Offline machines: put the benchmark TSVs in \$LMUData (see eval/VLMEvalKit/README.md).
 MSG
