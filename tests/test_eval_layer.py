@@ -266,12 +266,21 @@ def test_recompute_cache_mode(eval_env):
     (["--use-fast-v", "--fast-v-attention-rank", "0.5", "--prune-ratio", "0.75"], "contradicts"),
     (["--prune-ratio", "1.5"], "ratio must be in [0, 1]"),
 ])
-def test_bad_flags_fail_before_anything_loads(eval_env, flags, message):
+def test_bad_flags_fail_before_anything_loads(eval_env, flags, message, monkeypatch, capsys):
+    """run.py's main in this process, with VLMEvalKit made unimportable: a flag error must exit 2 with its
+    message before VLMEvalKit (and so any model) is imported, and write nothing."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seqprune_run_main", EVAL_DIR / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setitem(sys.modules, "vlmeval.run", None)  # importing it now raises ImportError
+    monkeypatch.setenv("LMUData", eval_env.env["LMUData"])
     work_dir = eval_env.root / "work_bad"
-    res = launch(eval_env.args("llava_seqprune", ["MCQ"], work_dir, *flags), eval_env.env)
-    assert res.rc == 2 and message in res.out, str(res)
-    assert "Loading weights" not in res.out and not work_dir.exists()
-    assert res.seconds < 60
+    with pytest.raises(SystemExit) as e:
+        run.main(eval_env.args("llava_seqprune", ["MCQ"], work_dir, *flags))
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not work_dir.exists()
 
 
 @pytest.mark.parametrize("flags,message", [
