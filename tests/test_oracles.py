@@ -75,14 +75,18 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
     return pruner, plan, (last, seq, step_logits, kept), (ref_last, ref_kept, ref_seq, ref_step_logits)
 
 
+def assert_same_picks(kept, ref_kept):
+    """The same image tokens were chosen, layer by layer."""
+    assert set(kept) == set(ref_kept)
+    for layer, ref_layer_kept in ref_kept.items():
+        assert torch.equal(kept[layer], ref_layer_kept), f"layer {layer}"
+
+
 def assert_matches(pruner, plan, ours, theirs, logit_tol=1e-5, step_tol=1e-4):
     last, seq, step_logits, kept = ours
     ref_last, ref_kept, ref_seq, ref_step_logits = theirs
-    pruning = {k for k, v in plan.items()}
-    # the same image tokens were chosen, layer by layer
-    assert set(kept) == set(ref_kept) <= pruning
-    for layer, ref_layer_kept in ref_kept.items():
-        assert torch.equal(kept[layer], ref_layer_kept), f"layer {layer}"
+    assert set(kept) <= set(plan)
+    assert_same_picks(kept, ref_kept)
     assert (last - ref_last).abs().max().item() < logit_tol
     # cached decoding on the pruned cache equals the reference's masked decoding
     assert torch.equal(seq, ref_seq)
@@ -166,7 +170,7 @@ def test_model_precision_scores_equal_the_reference(family, dtype, method):
 # Half precision: physical removal and masking sum different sets of keys, so every layer rounds differently
 # (on a CPU, by kernels that vary with the processor). Over every case above, on the 2-core Xeon VM, the largest
 # gap in last-token logits and in decoding logits up to the first near-tie was 0.019: one bf16 ulp at the
-# logits' magnitude here (2 to 4, ulp 2**-6). 0.05 allows three ulps: still far below a wrong pick's effect.
+# logits' magnitude here (2 to 4, ulp 2**-6). 0.05 allows three ulps.
 HALF_LOGIT_TOL = HALF_STEP_TOL = 0.05
 
 
@@ -176,9 +180,7 @@ def assert_half_precision_matches(ours, theirs):
     it may still order the two differently, and the sequences may part)."""
     last, seq, step_logits, kept = ours
     ref_last, ref_kept, ref_seq, ref_step_logits = theirs
-    assert set(kept) == set(ref_kept)
-    for layer, ref_layer_kept in ref_kept.items():
-        assert torch.equal(kept[layer], ref_layer_kept), f"layer {layer}"
+    assert_same_picks(kept, ref_kept)
     assert (last.float() - ref_last.float()).abs().max().item() < HALF_LOGIT_TOL
     prompt = seq.shape[1] - NEW
     top2 = ref_step_logits.float().topk(2, dim=-1).values

@@ -64,7 +64,7 @@ class EvalSetting:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not d["model_paths"]:  # a resolved, per-model setting (the record's form since before the pairs)
+        if not d["model_paths"]:  # a per-model setting: its record keeps the form it had before the pairs
             d.pop("model_paths")
         else:
             d["model_paths"] = [list(x) for x in self.model_paths]
@@ -234,17 +234,20 @@ def _model_paths(values: Optional[List[str]]) -> Tuple[Optional[str], Tuple[Tupl
     """--model-path: one PATH for every model, or NAME=PATH pairs (one per model)."""
     if not values:
         return None, ()
-    pair = re.compile(r"([\w.-]+)=(.+)")  # a model name has no '/', so 'org/name' and './dir' are never pairs
-    if len(values) == 1 and not (pair.fullmatch(values[0]) and not os.path.isdir(os.path.expanduser(values[0]))):
+    def as_pair(v: str):  # a model name has no '/', so 'org/name' and './dir' are never pairs; a directory wins
+        m = re.fullmatch(r"([\w.-]+)=(.+)", v)
+        return None if m is None or os.path.isdir(os.path.expanduser(v)) else (m.group(1), m.group(2))
+
+    if len(values) == 1 and as_pair(values[0]) is None:
         _check_model_path(values[0])
         return values[0], ()
     pairs = []
     for v in values:
-        m = pair.fullmatch(v)
-        if not m or os.path.isdir(os.path.expanduser(v)):
+        pair = as_pair(v)
+        if pair is None:
             raise FlagError(f"--model-path with several values takes NAME=PATH pairs (one per model), got {v!r}")
-        _check_model_path(m.group(2))
-        pairs.append((m.group(1), m.group(2)))
+        _check_model_path(pair[1])
+        pairs.append(pair)
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise FlagError(f"--model-path names a model twice: {names}")

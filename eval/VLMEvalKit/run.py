@@ -181,7 +181,8 @@ def _changes_refused(run_dir: Path, changes: List[str]) -> LaunchError:
 
 
 def _register(args, settings: dict, ns, ours, work_dir, lmudata: Path, locks: list) -> set:
-    """Register our models (each with its own setting from _check_static), lock their folders, refuse stale results, write the setting files; rename args.model.
+    """Register our models (each with its own setting from _check_static), lock their folders, refuse stale
+    results, write the setting files; rename args.model.
 
     Rank 0 also fingerprints the inputs, ties VLMEvalKit's image cache to the
     TSVs, takes over partial files of another process count and drops log
