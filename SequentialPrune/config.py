@@ -14,6 +14,24 @@ SCORE_DTYPES = ("float32", "model")
 POSITIONS = ("original", "renumber")
 
 
+def parse_option(text: str) -> Tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(key, value)``, the form the CLIs take options in (``--prune-option stages=2,8,16``).
+
+    The value is an int if it reads as one, else a float if it reads as one, else the string as given (lists
+    such as ``2,8,16`` stay strings: the schedule or scorer parses its own option). Raises ValueError naming
+    the expected form when there is no ``=`` or no key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"expected KEY=VALUE (e.g. stages=2,8,16 or image_pivots=4), got {text!r}")
+    for cast in (int, float):
+        try:
+            return key, cast(value)
+        except ValueError:
+            pass
+    return key, value
+
+
 def _option_fields(cls) -> Tuple[str, ...]:
     return tuple(f.name for f in fields(cls) if f.name != "seed")
 
@@ -107,7 +125,6 @@ class PruneConfig:
                              f"previous layer's {need}: use a layer >= 1, or a scorer that needs no previous layer "
                              f"({', '.join(sorted(s for s, c in SCORERS.items() if _layer0_ok(c)))})")
 
-    # ------------------------------------------------------------ resolution
     def _resolve_options(self, spec, sched_cls, scorer_cls):
         given = dict(self.options or {})
         sched_keys, scorer_keys = _option_fields(sched_cls), _option_fields(scorer_cls)
@@ -158,7 +175,6 @@ class PruneConfig:
         if getattr(self, name) is None:
             object.__setattr__(self, name, default)
 
-    # ------------------------------------------------------------ the setting
     @property
     def spec(self):
         return METHODS[self.method]
@@ -327,6 +343,26 @@ class PruneConfig:
                 f"no {method} setting with {kw or 'its defaults'} reaches an average of {avg_image_tokens} image "
                 f"tokens per layer over {num_layers} layers (closest: {reach}); prune earlier (a lower layer)")
         return best[1]
+
+    def solve_ratio(self, avg_tokens: float, n_image: int, num_layers: int) -> "PruneConfig":
+        """This setting with the ratio R that meets an average of ``avg_tokens`` image tokens per decoder layer
+        (of ``num_layers``, for N = ``n_image``), solved by :meth:`for_budget`.
+
+        Every other field stays as it is: layer, step, scorer, seed, cache mode, score precision, positions and
+        options (the layer of a schedule that takes it from its options follows them, as it did here). Raises
+        ValueError, as :meth:`for_budget` does, when no ratio reaches the budget.
+        """
+        fixed = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("method", "ratio")}
+        if not self.schedule_obj.uses_layer:
+            del fixed["layer"]
+        return PruneConfig.for_budget(self.method, avg_tokens, n_image, num_layers,
+                                      **{k: v for k, v in fixed.items() if v not in (None, ())})
+
+    @staticmethod
+    def option_names(method: str, scorer: Optional[str] = None) -> Tuple[str, ...]:
+        """The ``options`` keys that ``method`` takes: its schedule's, then its scorer's (or ``scorer``'s)."""
+        spec = METHODS[method]
+        return _option_fields(SCHEDULES[spec.schedule]) + _option_fields(SCORERS[scorer or spec.scorer])
 
     def replace(self, **changes) -> "PruneConfig":
         """A copy with some fields changed (validated again)."""

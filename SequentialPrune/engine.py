@@ -11,7 +11,7 @@ How it works, in one place:
   contiguously, as the setting says);
 - the scorer picks which image tokens stay. What it reads of the previous
   layer (its last-token attention, its keys) the attention wrapper (see
-  ``attention.py``) captures from the states the stock attention function
+  ``attention_hooks.py``) captures from the states the stock attention function
   receives; a scorer of the pruning layer's own attention gets a "probe" that
   runs that layer's attention module on the tokens present;
 - at decode steps, each pruned layer's cache holds only its kept tokens, so the
@@ -24,16 +24,16 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, List, Optional, Set
+from typing import Dict, Optional, Set
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache
 
-from . import attention as attn
+from . import attention_hooks as attn
 from .adapters import CoordsContext, adapter_for
 from .config import PruneConfig
 from .gather import decode_key_index, relative_index, take, take_mask, take_position_embeddings, take_position_ids
-from .scorers import ScoreInputs
+from .scorers import ScoreInputs, keep_mask
 from .stats import PruneStats
 
 
@@ -131,7 +131,6 @@ class Pruner:
         self._orig_attn: Optional[str] = None
         self._install()
 
-    # ------------------------------------------------------------------ set-up
     def _install(self) -> None:
         orig = self.text_config._attn_implementation or "eager"
         if orig.startswith(attn.PREFIX):
@@ -174,7 +173,6 @@ class Pruner:
         st = self._state
         return None if st is None or st.decoding else st.kept_abs
 
-    # ------------------------------------------------------------ model call
     def _on_model_call(self, module, args, kwargs):
         cfg = self.config
         a = self._arguments(args, kwargs)
@@ -328,7 +326,6 @@ class Pruner:
             if kept is not base:  # a layer holding layer 0's own tokens needs no gather
                 st.decode_index[i] = kept if base is None else relative_index(base, kept)
 
-    # ------------------------------------------------------------ text model call
     def _on_text_model(self, module, args, kwargs):
         st = self._state
         if st is None:
@@ -345,7 +342,6 @@ class Pruner:
             kwargs["attention_mask"] = take(mask, decode_key_index(st.layer_kept[0], st.prompt_len, mask.shape[-1]), 1)
         return args, kwargs
 
-    # ------------------------------------------------------------ layer call
     def _on_layer(self, i: int, module, args, kwargs):
         st = self._state
         if st is None:
@@ -441,21 +437,7 @@ class Pruner:
             attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords,
             probe=partial(self._probe, i, layer, hidden, kwargs),
             final_norm=self.adapter.final_norm(self.model))
-        sel = self.scorer.select(inp)
-        if sel.dtype == torch.bool:
-            keep_vis = sel.to(vis.device) & vis
-            if bool((keep_vis.sum(dim=1) != keep_k).any()):
-                raise RuntimeError(f"SequentialPrune: the {self.scorer.name} scorer kept "
-                                   f"{keep_vis.sum(dim=1).tolist()} image tokens, the schedule asks for {keep_k}")
-        else:
-            if sel.shape != (b, n_cur):
-                raise RuntimeError(f"SequentialPrune: the {self.scorer.name} scorer gave scores of shape "
-                                   f"{tuple(sel.shape)}, expected {(b, n_cur)}")
-            s = sel.to(vis.device, torch.float32).masked_fill(~vis, float("-inf"))
-            # a stable sort: ties go to the earlier token, on every device
-            top = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :keep_k]
-            keep_vis = torch.zeros_like(vis).scatter(1, top, True)
-        keep = ~vis | keep_vis
+        keep = ~vis | keep_mask(self.scorer.select(inp), vis, keep_k, self.scorer.name)
         rel = _true_positions(keep, n_cur - st.n_visual + keep_k)
         if self.positions == "renumber":
             cur = st.positions if st.positions is not None else kwargs.get("position_ids")
@@ -472,7 +454,6 @@ class Pruner:
         self.stats.kept_image_indices[i] = img
         return take(hidden, rel, 1)
 
-    # -------------------------------------------------------- attention call
     def _probe(self, i: int, layer, hidden: torch.Tensor, kwargs) -> torch.Tensor:
         """Layer ``i``'s own last-token attention on ``hidden``: its input norm and attention module run
         on the tokens present, without the cache; the wrapper stops the module once it has the score."""

@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-SETTING_FILE = "seqprune_setting.json"
-RESULTS_FILE = "seqprune_results.json"
-STATS_DIR = "seqprune_stats"
+from SequentialPrune.evaluation.results.summary import RESULTS_FILE
+from SequentialPrune.evaluation.run_folder.identity import SETTING_FILE
+from SequentialPrune.evaluation.run_folder.logs import STATS_DIR
+from SequentialPrune.evaluation.safe_io import read_json
+
 MARKERS = {
     "missing": "no run or no file for this dataset",
     "partial": "inference started but no prediction file (interrupted)",
@@ -66,13 +68,6 @@ def tag_of(prune: dict) -> str:
     return PruneConfig.from_dict(prune).tag()
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def read_stats(run_dir: Path) -> Dict[Tuple[str, object], dict]:
     """Per-sample stats, one per (dataset, index); a re-generated sample keeps its last line."""
     out = {}
@@ -89,7 +84,7 @@ def read_stats(run_dir: Path) -> Dict[Tuple[str, object], dict]:
 def find_runs(work_dir: Path) -> List[Run]:
     runs = []
     for setting_path in sorted(Path(work_dir).glob(f"*/{SETTING_FILE}")):
-        rec = _read_json(setting_path)
+        rec = read_json(setting_path)
         if not rec:
             continue
         ident = rec.get("identity", {})
@@ -98,7 +93,7 @@ def find_runs(work_dir: Path) -> List[Run]:
             datasets += [d for d in launch.get("datasets", []) if d not in datasets]
         run_dir = setting_path.parent
         runs.append(Run(Path(work_dir), run_dir.name, ident.get("model", run_dir.name), ident.get("prune", {}),
-                        datasets, _read_json(run_dir / RESULTS_FILE) or {}, read_stats(run_dir)))
+                        datasets, read_json(run_dir / RESULTS_FILE) or {}, read_stats(run_dir)))
     return runs
 
 

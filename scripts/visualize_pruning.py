@@ -20,10 +20,11 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if str(ROOT) not in sys.path:  # run as a file: the library from this checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
 from SequentialPrune import METHODS, PruneConfig, apply_pruning  # noqa: E402
+from SequentialPrune.config import parse_option  # noqa: E402
 
 
 @dataclass
@@ -247,9 +248,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="pruning.png")
     a = p.parse_args(argv)
     try:
-        if any("=" not in o for o in a.option):
-            raise ValueError(f"--option takes KEY=VALUE, got {a.option}")
-        options = {k: int(v) if v.isdigit() else v for k, v in (o.split("=", 1) for o in a.option)}
+        options = dict(parse_option(o) for o in a.option)
         cfg = PruneConfig(a.method, ratio=a.ratio, layer=a.layer, step=None if a.step is None else a.step / 100,
                           seed=a.seed, options=options or None)
     except ValueError as e:

@@ -1,19 +1,16 @@
-"""Shared test set-up: import paths, thread count, the order of parallel work, the per-test time guard."""
+"""Shared test set-up: thread count, the order of parallel work, the per-test time guard.
+
+Import paths come from pyproject's ``pythonpath`` (the repository root and ``tests/support``).
+"""
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "tests")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+from time_guard import pytest_runtest_makereport  # noqa: F401  (the per-test time guard: a hook)
 
-from time_guard import pytest_runtest_makereport  # noqa: E402,F401  (the per-test time guard: a hook)
-
-pytest_plugins = ("pytester",)  # tests/test_time_guard.py runs the guard in an inner pytest
+pytest_plugins = ("pytester",)  # tests/core/test_time_guard.py runs the guard in an inner pytest
 
 # Two cores: oversubscribed OpenMP threads make tiny-model steps ~30x slower.
 torch.set_num_threads(int(os.environ.get("SEQPRUNE_TEST_THREADS", "1")))
@@ -23,8 +20,9 @@ torch.set_num_threads(int(os.environ.get("SEQPRUNE_TEST_THREADS", "1")))
 # benchmark CLI) are built once per run, not once per worker. (--dist loadgroup cannot do it per fixture here:
 # xdist 3.8 marks a group by rewriting Node._nodeid, which pytest >= 9.2 no longer reads.)
 # Modules are handed out in this order, the longest first, so the last ones to start are short.
-LONGEST_FIRST = ("test_eval_robustness.py", "test_eval_layer.py", "test_demo_tiny.py", "test_oracles.py",
-                 "test_protocol.py", "test_benchmark.py", "test_gpu_check.py", "test_tiny_model.py")
+LONGEST_FIRST = ("test_launch.py", "test_run_identity.py", "test_resume_and_locks.py", "test_demo_tiny.py",
+                 "test_oracles.py", "test_failures.py", "test_paper_commands.py", "test_benchmark.py",
+                 "test_gpu_check.py", "test_tiny_model.py", "test_paper_inputs.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import transformers
 
 ADAPTERS: Dict[str, "FamilyAdapter"] = {}
 
@@ -34,8 +35,8 @@ class FamilyAdapter:
     that must follow the kept tokens (each handle has ``.remove()``).
     refusal: a reason this family cannot be pruned; :func:`adapter_for` raises it.
     """
-    family: str
-    classes: Tuple[str, ...]              # accepted model class names (top-level and inner)
+    family: str                           # the transformers ``model_type`` of the family's configs
+    classes: Tuple[str, ...]              # accepted model class names: the top-level class first, then inner ones
     visual_token_attrs: Tuple[str, ...] = ()   # config attributes holding visual token ids
     pixel_keys: Tuple[str, ...] = ("pixel_values",)   # forward arguments that carry visual inputs
     text_config_key: str = "text_config"
@@ -117,6 +118,28 @@ def adapter_for(model: nn.Module) -> FamilyAdapter:
     if adapter.refusal:
         raise ValueError(f"{name} is not supported by SequentialPrune: {adapter.refusal}")
     return adapter
+
+
+def families() -> Dict[str, FamilyAdapter]:
+    """Every family the library prunes, by ``model_type``, in registration order (refused families left out).
+
+    The one table of supported families: the scripts' and tests' per-family tables are checked against it.
+    """
+    out: Dict[str, FamilyAdapter] = {}
+    for adapter in ADAPTERS.values():
+        if adapter.refusal is None:
+            out.setdefault(adapter.family, adapter)
+    return out
+
+
+def model_class(model_type: str) -> type:
+    """The transformers class that loads a checkpoint of ``model_type`` (its adapter's top-level class), e.g.
+    ``LlavaForConditionalGeneration`` for ``"llava"``; a ValueError lists the supported model types."""
+    supported = families()
+    if model_type not in supported:
+        raise ValueError(f"model_type {model_type!r} is not supported by SequentialPrune; "
+                         f"choose a model of {sorted(supported)}")
+    return getattr(transformers, supported[model_type].classes[0])
 
 
 # ------------------------------------------------------------------ coordinates

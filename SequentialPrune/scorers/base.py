@@ -39,13 +39,37 @@ class ScoreInputs:
     final_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the decoder's final norm
 
 
+def keep_mask(selection: torch.Tensor, visual: torch.Tensor, keep: int, scorer: str = "scorer") -> torch.Tensor:
+    """The (B, n) bool mask of the image tokens a scorer's ``select`` keeps, its contract checked.
+
+    ``selection`` is what ``select`` returned for ``visual`` (B, n): float scores, of which the ``keep``
+    highest image tokens per row stay (ties go to the earlier token, on every device), or a bool keep mask
+    with exactly ``keep`` image tokens set per row. Anything else raises, naming ``scorer``: a scorer that
+    breaks the contract would otherwise desynchronise the schedule and the tokens present.
+    """
+    b, n = visual.shape
+    if selection.dtype == torch.bool:
+        keep_vis = selection.to(visual.device) & visual
+        if bool((keep_vis.sum(dim=1) != keep).any()):
+            raise RuntimeError(f"SequentialPrune: the {scorer} scorer kept "
+                               f"{keep_vis.sum(dim=1).tolist()} image tokens, the schedule asks for {keep}")
+        return keep_vis
+    if selection.shape != (b, n):
+        raise RuntimeError(f"SequentialPrune: the {scorer} scorer gave scores of shape "
+                           f"{tuple(selection.shape)}, expected {(b, n)}")
+    s = selection.to(visual.device, torch.float32).masked_fill(~visual, float("-inf"))
+    top = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :keep]
+    return torch.zeros_like(visual).scatter(1, top, True)
+
+
 @dataclass
 class Scorer:
     """Base scorer. Subclass fields are its options (``PruneConfig(options=...)``).
 
     ``select`` returns either float scores (B, n), of which the engine keeps the
     ``keep`` highest image tokens per row (ties go to the earlier token), or a
-    bool keep mask (B, n) with exactly ``keep`` image tokens set per row.
+    bool keep mask (B, n) with exactly ``keep`` image tokens set per row
+    (:func:`keep_mask` turns either into the kept image tokens and checks it).
     """
     needs = frozenset()          # "attention" / "keys": computed by the layer BEFORE the pruning layer
     uses_score_dtype = False     # the attention score's precision applies (PruneConfig.score_dtype)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default: the whole evaluation path, offline, on CPU, in a few minutes.
 #   1. a tiny llava-hf checkpoint: the trained checkpoints/tiny-shapes-llava, or (TINY_RANDOM=1, or when
-#      it is absent) a random-weight one built here with scripts/tiny_checkpoints.py
-#   2. a synthetic LMUData benchmark of coloured shapes (scripts/synthetic_lmudata.py), from scene seeds
+#      it is absent) a random-weight one built here with scripts/tiny/checkpoints.py
+#   2. a synthetic LMUData benchmark of coloured shapes (scripts/tiny/lmudata.py), from scene seeds
 #      disjoint from the checkpoint's training seeds
 #   3. eval/VLMEvalKit/run.py for none, fastv, sequential and random at R in {0.5, 0.75, 0.9}, K = 2
 #   4. the paper-style table (scripts/collect_results.py) with efficiency columns
@@ -25,12 +25,12 @@ bench=(--prefix SeqPruneShapes --shapes)
 if [ "${TINY_RANDOM:-0}" = 1 ] || [ ! -f "$ckpt/config.json" ]; then
     ckpt="$work/tiny-llava-random"
     echo "=== random-weight tiny checkpoint in $ckpt (its accuracy column is meaningless)"
-    "$python" "$repo/scripts/tiny_checkpoints.py" --family llava --out "$ckpt" --layers 12 > /dev/null
+    "$python" "$repo/scripts/tiny/checkpoints.py" --family llava --out "$ckpt" --layers 12 > /dev/null
     bench=(--prefix SeqPruneTiny)
 fi
 export LMUData="$work/LMUData"
 rm -rf "$LMUData" "$work/runs"
-mapfile -t names < <("$python" "$repo/scripts/synthetic_lmudata.py" --root "$LMUData" --n "$n" "${bench[@]}" | cut -f1)
+mapfile -t names < <("$python" "$repo/scripts/tiny/lmudata.py" --root "$LMUData" --n "$n" "${bench[@]}" | cut -f1)
 extra=(--max-new-tokens 4)
 for name in "${names[@]}"; do
     case "$name" in

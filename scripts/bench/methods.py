@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-from SequentialPrune import METHODS, SCHEDULES, PruneConfig, register_method, register_schedule
-from SequentialPrune import Method as CoreMethod
+from SequentialPrune import METHODS, SCHEDULES, Method, PruneConfig, register_method, register_schedule
 from SequentialPrune.schedules import Stepwise
 
 
@@ -31,9 +30,9 @@ def register_score_only() -> None:
     if "stepwise_scoreonly" not in SCHEDULES:
         register_schedule("stepwise_scoreonly")(StepwiseScoreOnly)
     if "score_only" not in METHODS:
-        register_method(CoreMethod("score_only", "stepwise_scoreonly", "attention",
-                               "computes every score Sequential Prune needs, drops nothing",
-                               defaults=dict(ratio=0.75, layer=2, step=0.1)))
+        register_method(Method("score_only", "stepwise_scoreonly", "attention",
+                           "computes every score Sequential Prune needs, drops nothing",
+                           defaults=dict(ratio=0.75, layer=2, step=0.1)))
 
 
 def grid_fields(method: str, layer: Optional[int], step: Optional[float], options: Optional[dict] = None,
@@ -46,30 +45,15 @@ def grid_fields(method: str, layer: Optional[int], step: Optional[float], option
         kw["step"] = step
     if schedule.uses_layer and layer is not None:
         kw["layer"] = layer
-    names = set(_option_names(method, kw.get("scorer")))
+    names = set(PruneConfig.option_names(method, kw.get("scorer")))
     if options and names & set(options):
         kw["options"] = {k: v for k, v in options.items() if k in names}
     return kw
 
 
-def core_config(method: str, ratio: Optional[float], layer: Optional[int], step: Optional[float],
-                options: Optional[dict] = None, **kw) -> PruneConfig:
-    """``PruneConfig`` of a grid point (see :func:`grid_fields`)."""
-    return PruneConfig(method, ratio=ratio, **grid_fields(method, layer, step, options, **kw))
-
-
-def _option_names(method: str, scorer: Optional[str] = None):
-    from dataclasses import fields as dc_fields
-
-    from SequentialPrune import SCORERS
-    m = METHODS[method]
-    for cls in (SCHEDULES[m.schedule], SCORERS[scorer or m.scorer]):
-        yield from (f.name for f in dc_fields(cls) if f.name != "seed")
-
-
 @dataclass(frozen=True)
-class Method:
-    """How the benchmark runs one method."""
+class BenchVariant:
+    """One entry of ``--methods``: which library method runs, and how the benchmark runs it (attention, cache)."""
     core: Optional[str]            # METHODS key; None = the stock model without hooks
     doc: str
     attn: Optional[str] = None     # forced text attention implementation
@@ -81,14 +65,15 @@ class Method:
         return self.core is not None
 
 
-BENCH_METHODS: Dict[str, Method] = {
-    "none": Method(None, "the stock model, no hooks: the unpruned baseline"),
-    "score_only": Method("score_only", "computes every score Sequential Prune needs, drops nothing"),
-    "original": Method("sequential", "Sequential Prune run like the original code: eager attention, no KV "
-                       "cache, re-selection at every generated token", attn="eager", cache_mode="recompute",
-                       slow=True),
-    # every method of the library, as it is
-    **{name: Method(name, m.summary) for name, m in METHODS.items() if name != "none"},
+BENCH_METHODS: Dict[str, BenchVariant] = {
+    "none": BenchVariant(None, "the stock model, no hooks: the unpruned baseline"),
+    "score_only": BenchVariant("score_only", "computes every score Sequential Prune needs, drops nothing"),
+    "original": BenchVariant("sequential", "Sequential Prune run like the original code: eager attention, no KV "
+                             "cache, re-selection at every generated token", attn="eager", cache_mode="recompute",
+                             slow=True),
+    # Built from METHODS at import, so a method added to the library is benchmarked without an entry here
+    # (its defaults, the given attention, the static cache); "none" is the stock model above, without hooks.
+    **{name: BenchVariant(name, m.summary) for name, m in METHODS.items() if name != "none"},
 }
 
 
@@ -141,7 +126,7 @@ def expand(methods: Sequence[str], attns: Sequence[str], ratios: Sequence[float]
     return out
 
 
-def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_image, num_layers, options):
+def _method_settings(name, m: BenchVariant, attn, ratios, layers, step, budgets, n_image, num_layers, options):
     if not m.takes_ratio:
         yield Setting(name, attn)
         return
@@ -165,9 +150,10 @@ def _method_settings(name, m: Method, attn, ratios, layers, step, budgets, n_ima
 
 
 def _solve(name, attn, core, budget, fields, n_image, num_layers) -> Setting:
-    """``PruneConfig.for_budget``; a budget no R reaches is kept as an 'unreachable' row."""
+    """The grid point's config with R solved for ``budget`` (``PruneConfig.solve_ratio``); a budget no R reaches,
+    or a grid point that is no valid config, is kept as an 'unreachable' row."""
     try:
-        cfg = PruneConfig.for_budget(core, budget, n_image, num_layers, **fields)
+        cfg = PruneConfig(core, **fields).solve_ratio(budget, n_image, num_layers)
         return Setting(name, attn, cfg, budget=budget)
     except ValueError as e:
         return Setting(name, attn, _quiet_config(core, 0.0, fields), budget=budget, status="unreachable", note=str(e))

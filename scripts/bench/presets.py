@@ -11,24 +11,10 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
-from transformers import (
-    AutoConfig, InternVLConfig, InternVLForConditionalGeneration, LlavaConfig, LlavaForConditionalGeneration,
-    LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-    Qwen2_5_VLForConditionalGeneration, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen3VLConfig,
-    Qwen3VLForConditionalGeneration, Qwen3VLMoeForConditionalGeneration,
-)
+from transformers import (AutoConfig, InternVLConfig, LlavaConfig, LlavaNextConfig, LlavaOnevisionConfig,
+                          Qwen2VLConfig, Qwen3VLConfig)
 
-# model_type -> model class; the families the core library has adapters for.
-FAMILY_CLASSES: Dict[str, type] = {
-    "llava": LlavaForConditionalGeneration,
-    "llava_next": LlavaNextForConditionalGeneration,
-    "llava_onevision": LlavaOnevisionForConditionalGeneration,
-    "internvl": InternVLForConditionalGeneration,
-    "qwen2_vl": Qwen2VLForConditionalGeneration,
-    "qwen2_5_vl": Qwen2_5_VLForConditionalGeneration,
-    "qwen3_vl": Qwen3VLForConditionalGeneration,
-    "qwen3_vl_moe": Qwen3VLMoeForConditionalGeneration,
-}
+from SequentialPrune.adapters import model_class
 
 
 @dataclass(frozen=True)
@@ -55,7 +41,6 @@ def register_preset(p: Preset) -> Preset:
     return p
 
 
-# ---------------------------------------------------------------- configs
 CLIP_L_336 = dict(model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                   num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu")
 # A narrow CLIP with the same 24x24 patch grid: the CPU presets time the decoder, not a 300M-parameter tower.
@@ -213,7 +198,6 @@ for p in (
     register_preset(p)
 
 
-# ---------------------------------------------------------------- building
 def resolve_dtype(name: Optional[str], preset: Optional[Preset], device: torch.device) -> torch.dtype:
     """Explicit ``--dtype``, else the preset's GPU dtype (bf16 for real weights) on CUDA, float32 elsewhere."""
     if name:
@@ -226,7 +210,7 @@ def resolve_dtype(name: Optional[str], preset: Optional[Preset], device: torch.d
 def build_random(preset: Preset, device: torch.device, dtype: torch.dtype, attn: str, seed: int = 0):
     """``preset``'s model with random weights, allocated and initialised on ``device`` in ``dtype``."""
     cfg = preset.config()
-    cls = FAMILY_CLASSES[cfg.model_type]
+    cls = model_class(cfg.model_type)
     torch.manual_seed(seed)
     with torch.device(device):  # parameters are created on the device: no CPU copy of a 13B model
         model = cls._from_config(cfg, dtype=dtype, attn_implementation=attn)
@@ -236,11 +220,11 @@ def build_random(preset: Preset, device: torch.device, dtype: torch.dtype, attn:
 def load_pretrained(path: str, device: torch.device, dtype: torch.dtype, attn: str):
     """Real weights from a local folder or a hub id."""
     cfg = AutoConfig.from_pretrained(path)
-    if cfg.model_type not in FAMILY_CLASSES:
-        raise ValueError(f"{path}: model_type {cfg.model_type!r} is not supported; "
-                         f"choose a model of {sorted(FAMILY_CLASSES)}")
-    model = FAMILY_CLASSES[cfg.model_type].from_pretrained(path, dtype=dtype, device_map=str(device),
-                                                           attn_implementation=attn)
+    try:
+        cls = model_class(cfg.model_type)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    model = cls.from_pretrained(path, dtype=dtype, device_map=str(device), attn_implementation=attn)
     return _ready(model)
 
 

@@ -1,4 +1,5 @@
-"""The issue's targets, each checked on the rows of one run (ratios measured side by side).
+"""The benchmark's performance targets (FLOPs fidelity, scoring overhead, Sequential vs FastV, the speed-up over
+the original code, KV-cache bytes), each checked on the rows of one run (ratios measured side by side).
 
 A target is a function ``rows -> [check]``; a check is a dict with the value,
 the threshold and whether it passed (``None`` where there is no threshold).

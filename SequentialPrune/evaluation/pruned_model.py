@@ -1,0 +1,116 @@
+"""A harness model class's shared part: loading a checkpoint with pruning, and generating with prefill timing
+and per-sample stats.
+
+:class:`PrunedModel` is a mixin: a front end's model class (VLMEvalKit's, say)
+calls :meth:`PrunedModel._load_pruned` with its :class:`~.setting.ModelRun` and
+:meth:`PrunedModel._generate` with the processed inputs of one sample. It knows
+no harness; the front end tells it which row runs (``self.rows``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Tuple
+
+import torch
+
+from SequentialPrune import apply_pruning
+from SequentialPrune.adapters import model_class
+
+from .prefill_timer import PrefillTimer
+from .protocols import default_device, default_dtype
+from .rows import RowGuard
+from .sample_stats import StatsLog
+from .setting import ModelRun
+
+log = logging.getLogger("seqprune")
+
+DEFAULT_MAX_NEW_TOKENS = 2048  # VLMEvalKit's default for both wrappers
+
+
+class PrunedModel:
+    """Loading, pruning, prefill timing and per-sample stats shared by the model classes."""
+
+    FAMILY: str = ""          # catalog.FAMILIES key of the checkpoints this class runs
+    FAIL_PREFIX: str = ""     # the harness's failure marker, before a failed row's reason
+    PROTOCOLS = ("hf",)       # the input protocols the class implements (protocols.PROTOCOLS)
+
+    def _load_pruned(self, run: ModelRun) -> None:
+        from transformers import AutoProcessor
+
+        if run.family != self.FAMILY:
+            raise ValueError(f"{type(self).__name__} runs the {self.FAMILY} family, not {run.base} ({run.family})")
+        if run.get("protocol") not in self.PROTOCOLS:
+            raise ValueError(f"{type(self).__name__} runs the {'/'.join(self.PROTOCOLS)} protocol, "
+                             f"not {run.get('protocol')!r}")
+        self.run, self.prune, self.model_name, self.model_path = run, run.prune, run.name, run.model_path
+        self.device = default_device()
+        dtype = run.get("dtype")
+        self.dtype = getattr(torch, dtype, None) if dtype else default_dtype(self.device)
+        if not isinstance(self.dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}")
+        cls = model_class(run.model_type)
+        self.processor = AutoProcessor.from_pretrained(run.model_path)
+        if getattr(self.processor, "chat_template", None) is None:
+            raise ValueError(f"the processor of {run.model_path} has no chat template")
+        # Left padding: the pruning score is read from the last position.
+        self.processor.tokenizer.padding_side = "left"
+        attn_impl = run.get("attn_impl", "sdpa")
+        self.model = cls.from_pretrained(run.model_path, dtype=self.dtype, attn_implementation=attn_impl,
+                                         device_map=self.device).eval()
+        self.pruner = apply_pruning(self.model, run.prune)
+        self.timer = PrefillTimer(self.model, self._on_prefill)  # after the pruner: sees its stats
+        self.stats_log = StatsLog(run.stats_dir)
+        self.rows = RowGuard.beside(run.stats_dir, self.FAIL_PREFIX)  # a bad row is a recorded failure
+        self.expect = (run.setting.expect_sys_length, run.setting.expect_image_tokens)
+        self._warned = set()
+        self._first_prefill = None
+        self.max_new_tokens = run.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS
+        self.generate_kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens)
+        log.info("%s: %s (%s, %s, %s), pruning %s", run.name, run.model_path, cls.__name__, self.dtype,
+                 attn_impl, run.prune.tag())
+
+    def _on_prefill(self, seconds: float, call: int) -> None:
+        if call == 1:
+            self._first_prefill = (seconds, self.pruner.stats.to_dict())
+
+    def _check_lengths(self, input_ids: torch.Tensor) -> Tuple[int, int]:
+        """(tokens before the first image token, image tokens) of row 0; warn once per mismatch with the flags."""
+        visual = torch.isin(input_ids[0], self.pruner.visual_ids.to(input_ids.device))
+        n_img = int(visual.sum())
+        sys_len = int(visual.nonzero()[0, 0]) if n_img else -1
+        for flag, want, got in (("--fast-v-sys-length", self.expect[0], sys_len),
+                                ("--fast-v-image-token-length", self.expect[1], n_img)):
+            if want is not None and want != got and (flag, got) not in self._warned:
+                self._warned.add((flag, got))
+                warnings.warn(f"{flag} {want} does not match the prompt: found {got} (image tokens are located from "
+                              "the token ids, so the value found is used)")
+        return sys_len, n_img
+
+    def _generate(self, inputs, dataset) -> torch.Tensor:
+        """Generate for one sample, log its stats, return the new token ids of row 0."""
+        index = self.rows.take(dataset)
+        sys_len, n_img = self._check_lengths(inputs["input_ids"])
+        kwargs = dict(self.generate_kwargs)
+        if self.prune.cache_mode == "recompute" and self.prune.prunes:
+            kwargs["use_cache"] = False
+        self.timer.reset()
+        self._first_prefill = None
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **kwargs)
+        total = time.perf_counter() - t0
+        new = out[0, inputs["input_ids"].shape[1]:]
+        prefill_s, stats = self._first_prefill or (None, self.pruner.stats.to_dict())
+        self.stats_log.write(dict(
+            dataset=dataset, index=index, model=self.model_name, setting=self.prune.tag(),
+            prefill_time_s=prefill_s, prefill_calls=len(self.timer.times), generate_time_s=total,
+            new_tokens=int(new.numel()), tokens_before_image=sys_len, num_layers=self.pruner.num_layers,
+            device=self.device, dtype=str(self.dtype).replace("torch.", ""), **stats))
+        if n_img and stats.get("n_image_tokens") != n_img:
+            raise RuntimeError(f"the pruner saw {stats.get('n_image_tokens')} image tokens, the prompt has {n_img}")
+        return new
+
+    def _decode(self, ids: torch.Tensor) -> str:
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()

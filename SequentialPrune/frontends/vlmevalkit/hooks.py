@@ -1,0 +1,60 @@
+"""Hooks into VLMEvalKit's run loop (``vlmeval.run``), installed by ``run.py`` before ``run_task``.
+
+* After each dataset VLMEvalKit records as done (scored, skipped or failed),
+  ``on_done(run_dir, model, dataset)`` runs, so results are written as each
+  dataset finishes rather than once at the end.
+* Inference, status writes and evaluation run under ``safe_io.guard``: a
+  full disk or read-only folder stops the run with one line instead of
+  VLMEvalKit logging a traceback per dataset and going on.
+* Blank questions of each built dataset are marked (``rows.mark_empty_questions``), so the
+  row fails alone instead of VLMEvalKit's MCQ scoring failing the dataset.
+
+The names are replaced in ``vlmeval.run``'s namespace, which is where
+``run_local_mode`` looks them up.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from SequentialPrune.evaluation.rows import mark_empty_questions as mark
+from SequentialPrune.evaluation.safe_io import guard
+
+
+def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions: bool = True) -> None:
+    """Install the hooks; ``mark_empty_questions`` only when every model of the launch is ours."""
+
+    if getattr(vrun, "_seqprune_hooks", False):
+        return
+    # A full disk also fails VLMEvalKit's log file; logging would print a traceback per message.
+    logging.raiseExceptions = False
+
+    upsert = guard(vrun.upsert_dataset_status)
+
+    def upsert_dataset_status(*args, **kwargs):
+        out = upsert(*args, **kwargs)
+        if kwargs.get("status") == "done" or kwargs.get("error_message"):
+            run_dir = kwargs.get("run_dir", args[0] if args else None)
+            try:
+                on_done(str(run_dir), kwargs.get("model_name"), kwargs.get("dataset_name"))
+            except Exception as e:  # a bug in our bookkeeping must not cost the run; the end-of-run pass retries
+                print(f"[seqprune] warning: could not record the results of {kwargs.get('dataset_name')} yet: "
+                      f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return out
+
+    build = vrun.build_dataset
+
+    def build_dataset(*args, **kwargs):
+        ds = build(*args, **kwargs)
+        if ds is not None and hasattr(ds, "evaluate"):
+            ds.evaluate = guard(ds.evaluate)
+        if ds is not None and mark_empty_questions:
+            mark(getattr(ds, "data", None))
+        return ds
+
+    vrun.upsert_dataset_status = upsert_dataset_status
+    vrun.upsert_run_status = guard(vrun.upsert_run_status)
+    vrun.infer_data_job = guard(vrun.infer_data_job)
+    vrun.build_dataset = build_dataset
+    vrun._seqprune_hooks = True

@@ -1,0 +1,214 @@
+"""An independent masked reference for pruning (``masked_reference``).
+
+The reference never removes a token. It runs the full sequence with eager
+attention and, from each pruning layer on, masks every dropped image token out
+of attention as a key. Which tokens it drops it decides itself, with the slow
+selection rules of ``reference_scorers.py``, from what eager attention and the
+full-length hidden states show:
+
+- ``attention``: the eager attention weights of the previous layer (last row,
+  mean over heads, in float32 or in the model's dtype);
+- ``pdrop``: the eager attention weights of the pruning layer itself, run once
+  on the hidden states entering it with the drops made so far;
+- ``dart``: the previous layer's keys and the final norm of the hidden states;
+- ``divprune`` / ``spatial``: the hidden states entering the layer / the test's
+  own description of the image grids; ``random``: a twin of the seeded stream.
+
+Physical removal must match it: masked keys get zero probability, so the kept
+tokens see exactly what they would see without the dropped ones. With
+renumbered positions the reference gives every layer RoPE tables of the
+renumbered positions (``original - tokens dropped before``), computed by the
+model's own rotary embedding.
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Callable, Optional
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+from . import reference_scorers as ref
+
+NAME = "seqprune_test_masked_reference"
+_ACTIVE = {}
+
+
+def _reference_attention(module, query, key, value, attention_mask, **kwargs):
+    eager = sys.modules[type(module).__module__].eager_attention_forward
+    r = _ACTIVE.get(id(module))
+    if r is None:
+        return eager(module, query, key, value, attention_mask, **kwargs)
+    return r.attend(eager, module, query, key, value, attention_mask, kwargs)
+
+
+AttentionInterface.register(NAME, _reference_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+
+
+def _head_mean(weights: torch.Tensor, precision: str) -> torch.Tensor:
+    row = weights[:, :, -1, :]
+    return row.mean(dim=1).float() if precision == "model" else row.float().mean(dim=1)
+
+
+class MaskedReference:
+    """Masked-reference pruning for one prompt batch; ``plan`` = {layer: image tokens kept entering it}."""
+
+    def __init__(self, model, visual_ids, plan, scorer="attention", *, precision="float32", renumber=False,
+                 seed=0, options=None, grids: Optional[Callable] = None):
+        self.model, self.plan, self.scorer = model, plan, scorer
+        self.visual_ids = torch.tensor(visual_ids)
+        self.precision, self.renumber, self.seed = precision, renumber, seed
+        self.options = dict(options or {})
+        self.grids = grids  # fn(row) -> [(rows, cols, [image indices in row-major order])]
+        self.kept_image_indices = {}
+
+    # ---------------------------------------------------------------- prompt
+    def start(self, input_ids):
+        self.visual = torch.isin(input_ids, self.visual_ids)
+        self.dropped = torch.zeros_like(self.visual)
+        self.layer_dropped, self.kept_image_indices = {}, {}
+        self.weights, self.keys, self.probe = {}, {}, None
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    def on_layer(self, i, layer, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        prefill = hidden.shape[1] > 1
+        original = kwargs.get("position_ids")
+        if prefill:
+            self._renumber(hidden, kwargs, original, self.dropped, prefill)  # what a probe of this layer sees
+            if i in self.plan:
+                self._select(i, layer, hidden, kwargs)
+            self.layer_dropped[i] = self.dropped.clone()
+        self._renumber(hidden, kwargs, original, self.layer_dropped[i], prefill)
+        return args, kwargs
+
+    def _renumber(self, hidden, kwargs, pos, drop, prefill):
+        """RoPE tables of the positions ``original - tokens dropped before`` (renumbering only)."""
+        if not self.renumber:
+            return
+        if prefill:
+            new = pos - torch.cumsum(drop.long(), dim=1) * (~drop).long()
+        else:
+            new = pos - drop.sum(dim=1, keepdim=True)
+        kwargs["position_ids"] = new
+        kwargs["position_embeddings"] = self.model.model.language_model.rotary_emb(hidden, new)
+
+    def _select(self, i, layer, hidden, kwargs):
+        alive = self.visual & ~self.dropped
+        b = alive.shape[0]
+        for r in range(b):
+            pos = alive[r].nonzero().flatten().tolist()
+            k = min(self.plan[i], len(pos))
+            if k == len(pos):
+                continue
+            keep = self._row_keep(i, r, layer, hidden, kwargs, pos, k)
+            for p in pos:
+                if p not in keep:
+                    self.dropped[r, p] = True
+        rank = torch.cumsum(self.visual.long(), 1) - 1
+        kept = self.visual & ~self.dropped
+        self.kept_image_indices[i] = rank[kept].view(b, -1)
+
+    def _row_keep(self, i, r, layer, hidden, kwargs, pos, k):
+        s = self.scorer
+        if s == "attention":
+            return ref.by_score(self.weights[i - 1][r], pos, k)
+        if s == "random":
+            present = (~self.dropped).clone()
+            if r == 0:
+                self._draw = torch.rand(present.shape[0], int(present[0].sum()), generator=self.gen)
+            full = torch.full(present[r].shape, float("-inf"))
+            full[present[r]] = self._draw[r]
+            return ref.by_score(full, pos, k)
+        if s == "pdrop":
+            if r == 0:
+                self._probe(i, layer, hidden, kwargs)
+            return ref.by_score(self.probe[r], pos, k)
+        if s == "dart":
+            keys = self.keys[i - 1] if i > 0 else None
+            kk = keys[r].transpose(0, 1).reshape(keys.shape[2], -1) if keys is not None else hidden[r]
+            feats = self.model.model.language_model.norm(hidden[r:r + 1])[0]
+            present = (~self.dropped[r]).nonzero().flatten().tolist()
+            last_img = max(pos)
+            valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
+            text_after = [p for p in present if p > last_img and not self.visual[r, p] and bool(valid[p])]
+            return ref.dart(kk, feats, pos, text_after, k, self.options.get("image_pivots", 4),
+                            self.options.get("text_pivots", 4), offset=int(valid.nonzero()[0]))
+        if s == "divprune":
+            return ref.divprune(hidden[r], pos, k)
+        if s == "spatial":
+            index_of = {int(t): p for p, t in zip(pos, (torch.cumsum(self.visual[r].long(), 0) - 1)[pos])}
+            grids = [(h, w, [index_of[t] for t in cells]) for h, w, cells in self.grids(r)]
+            return ref.spatial(grids, k)
+        raise ValueError(s)
+
+    def _probe(self, i, layer, hidden, kwargs):
+        """This layer's own eager attention on the tokens not yet dropped."""
+        self._probing = True
+        kw = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
+        try:
+            layer.self_attn(hidden_states=layer.input_layernorm(hidden), **kw)
+        finally:
+            self._probing = False
+
+    # ---------------------------------------------------------------- attention
+    def attend(self, eager, module, query, key, value, mask, kwargs):
+        i = module.layer_idx
+        prefill = query.shape[2] > 1
+        drop = self.dropped if getattr(self, "_probing", False) else self.layer_dropped.get(i)
+        b, kv = key.shape[0], key.shape[2]
+        if mask is None:
+            mask = torch.zeros(b, 1, query.shape[2], kv, dtype=query.dtype)
+            if prefill:
+                mask = mask.masked_fill(torch.ones(query.shape[2], kv, dtype=torch.bool).triu(1),
+                                        torch.finfo(query.dtype).min)
+        mask = mask[..., :kv].expand(b, -1, -1, -1).clone()
+        if drop is not None and drop.any():
+            cols = torch.zeros(b, kv, dtype=torch.bool)
+            cols[:, :drop.shape[1]] = drop
+            mask = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
+        out, weights = eager(module, query, key, value, mask, **kwargs)
+        if getattr(self, "_probing", False):
+            self.probe = _head_mean(weights, self.precision)
+        elif prefill:
+            self.weights[i] = _head_mean(weights, self.precision)
+            self.keys[i] = key
+        return out, weights
+
+
+@contextmanager
+def masked_reference(model, plan, visual_ids, scorer="attention", **kw):
+    """Run ``model`` as the masked reference of ``plan`` inside the block.
+
+    Every forward on an empty cache starts a new prompt.
+    """
+    text_cfg = model.config.text_config
+    orig = text_cfg._attn_implementation
+    layers = model.model.language_model.layers
+    r = MaskedReference(model, visual_ids, plan, scorer, **kw)
+    model.set_attn_implementation({"text_config": NAME})
+    for layer in layers:
+        _ACTIVE[id(layer.self_attn)] = r
+
+    def on_call(module, args, kwargs):
+        pkv = kwargs.get("past_key_values")
+        if pkv is None or pkv.get_seq_length() == 0:
+            r.start(kwargs["input_ids"] if "input_ids" in kwargs else args[0])
+            m = kwargs.get("attention_mask")
+            r.mask2d = m.bool() if m is not None and m.dim() == 2 else None
+
+    handles = [model.register_forward_pre_hook(on_call, with_kwargs=True)]
+    for i, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(
+            lambda mod, args, kwargs, i=i: r.on_layer(i, mod, args, kwargs), with_kwargs=True))
+    try:
+        yield r
+    finally:
+        for h in handles:
+            h.remove()
+        for layer in layers:
+            _ACTIVE.pop(id(layer.self_attn), None)
+        model.set_attn_implementation({"text_config": orig})

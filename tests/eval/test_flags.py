@@ -1,0 +1,88 @@
+"""Our flags in process (no launch): the original research code's flags translate to the new setting, bad
+combinations are refused with a message, --model-path takes one path or NAME=PATH pairs, defaults normalise."""
+from __future__ import annotations
+
+import pytest
+
+from SequentialPrune import PruneConfig
+from SequentialPrune.frontends.vlmevalkit.flags import parse_flags
+
+
+@pytest.mark.parametrize("original,new", [
+    (["--use-fast-v", "--fast-v-attention-rank", "0.75", "--fast-v-agg-layer", "2", "--fast-v-sequential-prune"],
+     ["--prune-method", "sequential", "--prune-ratio", "0.75", "--prune-layer", "2"]),
+    (["--use-fast-v", "--fast-v-inplace", "--fast-v-attention-rank", "0.9", "--fast-v-agg-layer", "5"],
+     ["--prune-method", "fastv", "--prune-ratio", "0.9", "--prune-layer", "5"]),
+    (["--use-fast-v", "--fast-v-sequential-prune", "--fast-v-attention-rank", "0.5", "--fast-v-agg-layer", "3",
+      "--prune-step", "20"],
+     ["--prune-method", "sequential", "--prune-ratio", "0.5", "--prune-layer", "3", "--prune-step", "20"]),
+])
+def test_original_flags_parse_to_the_new_setting(original, new):
+    a, rest_a, _ = parse_flags(original + ["--model", "llava_seqprune"])
+    # the original procedure: no KV cache, scores in the model's precision
+    b, rest_b, _ = parse_flags(new + ["--cache-mode", "recompute", "--score-dtype", "model",
+                                      "--model", "llava_seqprune"])
+    assert a.prune == b.prune and a.prune.tag() == b.prune.tag()
+    assert rest_a == rest_b == ["--model", "llava_seqprune"]  # --model is not eaten by --model-path
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--use-fast-v", "--prune-method", "none"], "turns it off"),
+    (["--use-fast-v", "--fast-v-sequential-prune", "--prune-method", "fastv"], "means --prune-method sequential"),
+    (["--fast-v-sequential-prune"], "only take effect with --use-fast-v"),
+    (["--fast-v-attention-rank", "0.5"], "only take effect with --use-fast-v"),
+    (["--use-fast-v", "--fast-v-attention-rank", "288", "--fast-v-image-token-length", "576"], "ratio 0.5"),
+    (["--use-fast-v", "--fast-v-agg-layer", "2", "--prune-layer", "3"], "contradicts"),
+    (["--prune-ratio", "-0.1"], "ratio must be in [0, 1]"),
+    (["--prune-layer", "0"], "use a layer >= 1, or a scorer that needs no previous layer"),
+    (["--prune-layer", "-1"], "--prune-layer K must be an integer >= 0"),
+    (["--prune-step", "0"], "must be in (0, 100]"),
+    (["--prune-step", "150"], "must be in (0, 100]"),
+    (["--prune-method", "fastv", "--prune-step", "20"], "--prune-step has no effect"),
+    (["--prune-method", "sequential", "--prune-seed", "3"], "--prune-seed has no effect"),
+    (["--prune-method", "dart", "--prune-option", "pivots=2"], "unknown option(s) ['pivots']"),
+    (["--prune-method", "custom"], "--prune-option KEY=VALUE"),
+    (["--prune-method", "divprune", "--score-dtype", "model"], "--score-dtype has no effect"),
+    (["--prune-budget", "0.3", "--prune-ratio", "0.5"], "not both"),
+    (["--prune-option", "stages"], "expected KEY=VALUE"),
+    (["--prune-method", "none", "--prune-ratio", "0.5"], "no effect with --prune-method none"),
+    (["--prune-ratio", "0", "--cache-mode", "recompute"], "nothing is pruned"),
+    (["--attn-impl", "flash"], "invalid choice"),
+    (["--model-path", "./no/such/dir"], "neither a local checkpoint directory nor a hub id"),
+    (["--model-path", "llava_seqprune=./no/such/dir"], "neither a local checkpoint directory nor a hub id"),
+    (["--model-path", "org/a", "org/b"], "takes NAME=PATH pairs"),
+    (["--model-path", "llava_seqprune=org/a", "llava_seqprune=org/b"], "names a model twice"),
+    (["--max-new-tokens", "0"], "must be an integer >= 1"),
+    (["--register-dataset", "Foo"], "expected NAME=KIND"),
+])
+def test_bad_flag_combinations_are_refused(capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        parse_flags(flags + ["--model", "llava_seqprune"])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_model_path_takes_one_path_or_a_pair_per_model(tmp_path):
+    ckpt = tmp_path / "ck=pt"  # a directory whose name holds '=' is still one path
+    ckpt.mkdir()
+    s, _, _ = parse_flags(["--model-path", str(ckpt)])
+    assert s.model_path == str(ckpt) and s.model_paths == () and s.for_model("any").model_path == str(ckpt)
+    s, rest, _ = parse_flags(["--model-path", "llava_seqprune=org/a", "qwen2vl_seqprune=" + str(ckpt), "--model",
+                              "llava_seqprune", "qwen2vl_seqprune"])
+    assert rest == ["--model", "llava_seqprune", "qwen2vl_seqprune"]
+    assert s.model_path is None and dict(s.model_paths) == {"llava_seqprune": "org/a", "qwen2vl_seqprune": str(ckpt)}
+    assert s.for_model("qwen2vl_seqprune").model_path == str(ckpt)
+    assert s.for_model("internvl_seqprune").model_path is None  # not named: its default checkpoint
+    assert "model_paths" not in s.for_model("llava_seqprune").to_dict()  # each model records only its own path
+
+
+def test_defaults_and_normalisation():
+    s, _, _ = parse_flags(["--model", "x"])
+    assert s.prune == PruneConfig("sequential", 0.75, 2, 0.1)
+    assert s.attn_impl is None and s.protocol is None and s.dtype is None  # the protocol's, resolved per model
+    s, _, _ = parse_flags(["--prune-ratio", "0"])  # nothing pruned = the unpruned run, one name for both
+    assert s.prune.tag() == "none"
+    s, _, _ = parse_flags(["--prune-method", "random", "--prune-seed", "4", "--prune-step", "5"])
+    assert s.prune.tag() == "random_r0.75_l2_s5_seed4"
+
+
