@@ -8,7 +8,10 @@ no harness; the front end tells it which row runs (``self.rows``).
 """
 from __future__ import annotations
 
+import copy
+import json
 import logging
+import os
 import time
 import warnings
 from typing import Tuple
@@ -19,14 +22,18 @@ from SequentialPrune import apply_pruning
 from SequentialPrune.adapters import model_class
 
 from .prefill_timer import PrefillTimer
-from .protocols import default_device, default_dtype
+from .protocols import GREEDY, default_device, default_dtype
 from .rows import RowGuard
+from .run_folder.identity import record_generation
 from .sample_stats import StatsLog
 from .setting import ModelRun
 
 log = logging.getLogger("seqprune")
 
 DEFAULT_MAX_NEW_TOKENS = 2048  # VLMEvalKit's default for both wrappers
+# Recorded with their values even when they are transformers' defaults: what a reader checks first.
+DECODING_KEYS = ("do_sample", "num_beams", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+                 "eos_token_id")
 
 
 class PrunedModel:
@@ -67,7 +74,8 @@ class PrunedModel:
         self._warned = set()
         self._first_prefill = None
         self.max_new_tokens = run.get("max_new_tokens") or DEFAULT_MAX_NEW_TOKENS
-        self.generate_kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens)
+        self.generate_kwargs = dict(run.get("generation") or GREEDY, max_new_tokens=self.max_new_tokens)
+        self._generation_recorded = False
         log.info("%s: %s (%s, %s, %s), pruning %s", run.name, run.model_path, cls.__name__, self.dtype,
                  attn_impl, run.prune.tag())
 
@@ -88,8 +96,24 @@ class PrunedModel:
                               "the token ids, so the value found is used)")
         return sys_len, n_img
 
+    def effective_generation(self) -> dict:
+        """The arguments generate decodes with: the checkpoint's generation_config updated with ours, as
+        transformers merges them (every value that differs from transformers' defaults, and the decoding ones)."""
+        kwargs = dict(self.generate_kwargs)
+        if self.prune.cache_mode == "recompute" and self.prune.prunes:
+            kwargs["use_cache"] = False
+        cfg = copy.deepcopy(self.model.generation_config)
+        cfg.update(**kwargs)
+        out = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"}
+        out.update({k: getattr(cfg, k, None) for k in DECODING_KEYS})
+        return json.loads(json.dumps(out, sort_keys=True, default=str))
+
     def _generate(self, inputs, dataset) -> torch.Tensor:
         """Generate for one sample, log its stats, return the new token ids of row 0."""
+        if not self._generation_recorded:  # once, after the model class has set its arguments (stop ids, ...)
+            self._generation_recorded = True
+            if int(os.environ.get("RANK", 0)) == 0:
+                record_generation(self.run.run_dir, self.effective_generation())
         index = self.rows.take(dataset)
         sys_len, n_img = self._check_lengths(inputs["input_ids"])
         kwargs = dict(self.generate_kwargs)

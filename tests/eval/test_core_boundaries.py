@@ -64,14 +64,15 @@ def test_a_model_run_carries_the_budget_solved_for_its_checkpoint(tmp_path):
 
 
 def test_the_run_identity_keeps_its_keys(tmp_path):
-    """The identity is compared with the one recorded in existing run folders: the same keys as before the
-    setting was resolved into a ModelRun, so old folders are still recognised (not refused, not reused)."""
+    """The identity is compared with the one recorded in a run folder at every launch, so its keys are pinned
+    here: a key added or dropped makes every existing folder "another setting" (refused, never reused)."""
     from SequentialPrune.evaluation.resolve import resolve_model
 
     run = resolve_model("llava_seqprune", _setting("--prune-method", "sequential"), str(tmp_path), device="cpu")
     ident = run.identity()
-    assert set(ident) == {"attn_impl", "dtype", "max_new_tokens", "model", "model_name", "model_path",
-                          "paper_tokenizer", "protocol", "prune"}
+    assert set(ident) == {"attn_impl", "dtype", "generation", "image_files", "max_new_tokens", "model", "model_name",
+                          "model_path", "paper_tokenizer", "protocol", "prune"}
+    assert ident["generation"] == {"do_sample": False, "num_beams": 1} and ident["image_files"] == "original-jpeg"
     assert ident["model"] == "llava_seqprune" and ident["protocol"] == "paper" and ident["dtype"] == "float32"
     assert ident["prune"] == run.prune.to_dict() and ident["model_name"] == run.name
 

@@ -83,7 +83,8 @@ def test_bad_rows_fail_alone_with_index_and_reason(rig, tmp_path):
     yn = pd.read_csv(lmu / "Small_YN.tsv", sep="\t")
     buf = io.BytesIO()
     Image.new("CMYK", (112, 112), (0, 128, 255, 0)).save(buf, format="JPEG")
-    yn.loc[1, "image"] = base64.b64encode(buf.getvalue()).decode()               # CMYK JPEG
+    yn.loc[1, "image"] = base64.b64encode(buf.getvalue()).decode()               # CMYK JPEG: answered, as by the
+    # original (the paper protocol saves it as JPEG, the hf one converts it to RGB; tests/eval/test_paper_images.py)
     yn.loc[4, "question"] = ""
     yn.to_csv(lmu / "Small_YN.tsv", sep="\t", index=False)
     work = tmp_path / "work"
@@ -92,24 +93,23 @@ def test_bad_rows_fail_alone_with_index_and_reason(rig, tmp_path):
     assert res.rc == 1, str(res)
     assert COMBINATION_FAILED not in res.out
     assert f"FAILED ROWS: {RUN} x Small_MCQ: failed rows: 3 of {SMALL} rows failed" in res.out, str(res)
-    assert f"FAILED ROWS: {RUN} x Small_YN: failed rows: 2 of {SMALL} rows failed" in res.out
+    assert f"FAILED ROWS: {RUN} x Small_YN: failed rows: 1 of {SMALL} rows failed" in res.out
     assert f"50.00% (3/{SMALL})" in res.out  # VLMEvalKit's own infer_fail_rate counts them
     logged = {}
     for f in (work / RUN / "seqprune_failures").glob("*.jsonl"):
         for line in f.read_text().splitlines():
             rec = json.loads(line)
             logged[(rec["dataset"], rec["index"])] = rec["reason"]
-    assert set(logged) == {("Small_MCQ", 1), ("Small_MCQ", 2), ("Small_MCQ", 3), ("Small_YN", 1), ("Small_YN", 4)}
+    assert set(logged) == {("Small_MCQ", 1), ("Small_MCQ", 2), ("Small_MCQ", 3), ("Small_YN", 4)}
     assert "truncated" in logged[("Small_MCQ", 1)] and "cannot identify image" in logged[("Small_MCQ", 2)]
     assert "empty question" in logged[("Small_MCQ", 3)] and "empty question" in logged[("Small_YN", 4)]
-    assert "CMYK" in logged[("Small_YN", 1)]
-    for ds, bad in (("Small_MCQ", {1, 2, 3}), ("Small_YN", {1, 4})):
+    for ds, bad in (("Small_MCQ", {1, 2, 3}), ("Small_YN", {4})):
         pred = predictions(work / RUN, ds)
         failed = {i for i, p in zip(pred["index"], pred["prediction"]) if str(p).startswith("Failed to obtain")}
         assert failed == bad and len(pred) == SMALL  # the other rows ran
         assert results_of(work / RUN)[ds]["failed_rows"] == len(bad)
     (row,), _ = cr.build_table([work])
-    assert row["Small_MCQ"] == row["Small_YN"] == "failed rows" and row["failed rows"] == 5
+    assert row["Small_MCQ"] == row["Small_YN"] == "failed rows" and row["failed rows"] == 4
 
 
 @contextmanager

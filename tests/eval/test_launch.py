@@ -179,6 +179,15 @@ def test_setting_json(grid, eval_env, key):
     assert ident["dtype"] == "float32" and ident["max_new_tokens"] == 4
     if d.model == "qwen2_5vl_seqprune":  # inherited from VLMEvalKit's Qwen2.5-VL-7B-Instruct entry
         assert ident["use_custom_prompt"] is False
+    assert ident["image_files"] == ("original-jpeg" if paper else "harness-rgb")
+    # how the model really decoded, once it loaded: the checkpoint's generation_config with the protocol's
+    gen = rec["effective_generation"]
+    assert gen["max_new_tokens"] == 4 and gen["num_beams"] == 1
+    assert (gen.get("use_cache") is False) == (d.cfg.cache_mode == "recompute" and d.cfg.prunes)
+    if d.model == "qwen2vl_seqprune":  # the original's Qwen2-VL arguments
+        assert (gen["top_k"], gen["top_p"], gen["temperature"], gen["repetition_penalty"]) == (1, 0.001, 0.01, 1.0)
+    else:
+        assert gen["do_sample"] is False
     launch_rec = rec["launches"][-1]
     assert "--model" in launch_rec["argv"] and d.model in launch_rec["argv"]  # the command as typed
     assert launch_rec["world_size"] == d.nproc

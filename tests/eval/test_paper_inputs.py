@@ -161,7 +161,7 @@ def images(tmp_path_factory):
         y, x = np.mgrid[0:h, 0:w]
         a = np.stack([x * 255 // (w - 1), y * 255 // (h - 1), rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
         out[name] = d / f"{name}.jpg"
-        Image.fromarray(a).save(out[name])  # VLMEvalKit dumps every image as JPEG
+        Image.fromarray(a).save(out[name])  # the original dumped every image as {index}.jpg
     return out
 
 
@@ -359,14 +359,18 @@ def test_protocol_defaults_resolve_per_model_and_device(tmp_path):
     from SequentialPrune.evaluation.protocols import resolve
 
     s = _setting()
-    llava = dict(protocol="paper", attn_impl="eager", max_new_tokens=100)
+    # The original's decoding arguments (llava.py:77; qwen2_vl/model.py:40-62) and its image files.
+    greedy = dict(do_sample=False, num_beams=1)
+    qwen_original = dict(num_beams=1, top_p=0.001, top_k=1, temperature=0.01, repetition_penalty=1.0)
+    paper_files, hf_files = dict(image_files="original-jpeg"), dict(image_files="harness-rgb")
+    llava = dict(protocol="paper", attn_impl="eager", max_new_tokens=100, generation=greedy, **paper_files)
     assert resolve("llava", True, "llava_seqprune", s, "x", device="cuda") == dict(llava, dtype="float16")
     assert resolve("llava", True, "llava_seqprune", s, "x", device="cpu") == dict(llava, dtype="float32")
     assert resolve("llava", True, "llava_seqprune", _setting("--protocol", "hf"), "x", device="cuda") == dict(
-        protocol="hf", attn_impl="sdpa", max_new_tokens=2048, dtype="bfloat16")
+        protocol="hf", attn_impl="sdpa", max_new_tokens=2048, dtype="bfloat16", generation=greedy, **hf_files)
     over = _setting("--dtype", "bfloat16", "--attn-impl", "sdpa", "--max-new-tokens", "7")
     assert resolve("llava", True, "llava_seqprune", over, "x", device="cpu") == dict(
-        protocol="paper", attn_impl="sdpa", max_new_tokens=7, dtype="bfloat16")
+        llava, attn_impl="sdpa", max_new_tokens=7, dtype="bfloat16")
     # Qwen2-VL: the original's pixel bounds, 50 tokens, the checkpoint's dtype on GPU (torch_dtype='auto')
     cfg = tc.tiny_qwen2vl_config()
     cfg.dtype = "bfloat16"
@@ -374,13 +378,13 @@ def test_protocol_defaults_resolve_per_model_and_device(tmp_path):
     q = resolve("qwen", True, "qwen2vl_seqprune", s, str(tmp_path), device="cuda")
     assert q == dict(protocol="paper", attn_impl="eager", max_new_tokens=50, dtype="bfloat16",
                      min_pixels=256 * 28 * 28, max_pixels=2048 * 28 * 28, ocrbench_min_pixels=10 * 10 * 28 * 28,
-                     use_custom_prompt=True)
+                     use_custom_prompt=True, generation=qwen_original, **paper_files)
     assert resolve("qwen", True, "qwen2vl_seqprune", _setting("--dtype", "auto"), str(tmp_path),
                    device="cpu")["dtype"] == "bfloat16"
     twin = dict(min_pixels=1280 * 28 * 28, max_pixels=16384 * 28 * 28, use_custom_prompt=False)
     hf = resolve("qwen", False, "qwen2_5vl_seqprune", s, "x", twin, device="cuda")
     assert hf == dict(protocol="hf", attn_impl="sdpa", max_new_tokens=2048, dtype="bfloat16", **twin,
-                      ocrbench_min_pixels=78400)
+                      ocrbench_min_pixels=78400, generation=greedy, **hf_files)
     explicit = resolve("qwen", True, "qwen2vl_seqprune", _setting("--min-pixels", "3136"), "x", device="cpu")
     assert explicit["min_pixels"] == explicit["ocrbench_min_pixels"] == 3136  # an explicit value wins on OCRBench
     with pytest.raises(ValueError, match="the paper did not evaluate qwen2_5vl_seqprune"):

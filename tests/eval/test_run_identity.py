@@ -164,10 +164,13 @@ def test_dumped_image_cache_follows_the_tsv(rig, tmp_path):
     folder = lmu / "images" / "Small_MCQ"
 
     def matching() -> int:
+        """Files that are this TSV's images as the paper's model read them: re-encoded as JPEG."""
         n = 0
         for idx, b64 in zip(tsv["index"], tsv["image"]):
-            want = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
-            got = np.asarray(Image.open(folder / f"{idx}.png").convert("RGB"))
+            buf = io.BytesIO()
+            Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB").save(buf, format="JPEG")
+            want = np.asarray(Image.open(buf))
+            got = np.asarray(Image.open(folder / "seqprune-paper-jpeg" / f"{idx}.jpg").convert("RGB"))
             n += int(want.shape == got.shape and (want == got).all())
         return n
 

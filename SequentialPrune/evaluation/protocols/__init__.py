@@ -15,27 +15,44 @@ from typing import Optional
 
 import torch
 
+from . import paper_images
+
 PROTOCOLS = ("paper", "hf")
 QWEN_PIXEL = 28 * 28  # one merged 2x2 patch of 14 px: a Qwen2-VL visual token
 
-# family -> protocol -> defaults. gpu_dtype "auto" = the checkpoint's stored dtype.
+# Greedy decoding, whatever the checkpoint's generation_config says.
+GREEDY = dict(do_sample=False, num_beams=1)
+# The image files the model reads: the original's dump rule (paper_images), or the harness's own files with
+# images their format cannot hold (CMYK, YCbCr) converted to RGB instead of failing the row.
+HARNESS_FILES = "harness-rgb"
+
+# family -> protocol -> defaults. gpu_dtype "auto" = the checkpoint's stored dtype. ``generation``: the
+# arguments passed to generate, over the checkpoint's generation_config (which supplies every other one).
 DEFAULTS = {
     "llava": {
-        # Original: vlmeval/vlm/llava/llava.py:77,182 (100 tokens, greedy), llava/model/builder.py:58 (float16),
-        # llava/model/language_model/modeling_llama.py:520-540 (eager attention written by hand).
-        "paper": dict(attn_impl="eager", gpu_dtype="float16", max_new_tokens=100),
-        "hf": dict(attn_impl="sdpa", gpu_dtype="bfloat16", max_new_tokens=2048),
+        # Original: vlmeval/vlm/llava/llava.py:77,182 (100 tokens; do_sample=False, num_beams=1, and temperature=0,
+        # top_p=None, which greedy decoding never reads and transformers 5 warns about, so not passed),
+        # llava/model/builder.py:58 (float16), llava/model/language_model/modeling_llama.py:520-540 (eager).
+        "paper": dict(attn_impl="eager", gpu_dtype="float16", max_new_tokens=100, generation=GREEDY,
+                      image_files=paper_images.RULE),
+        "hf": dict(attn_impl="sdpa", gpu_dtype="bfloat16", max_new_tokens=2048, generation=GREEDY,
+                   image_files=HARNESS_FILES),
     },
     "qwen": {
-        # Original: vlmeval/config.py:262 (pixels), vlmeval/vlm/qwen2_vl/model.py:40-45 (50 tokens, top_k=1,
-        # custom prompts), :73-74 (torch_dtype='auto', eager).
+        # Original: vlmeval/config.py:262 (pixels), vlmeval/vlm/qwen2_vl/model.py:40-62 (50 tokens; num_beams=1,
+        # top_p=0.001, top_k=1, temperature=0.01, repetition_penalty=1.0, do_sample left to the checkpoint's
+        # generation_config; custom prompts), :73-74 (torch_dtype='auto', eager).
         "paper": dict(attn_impl="eager", gpu_dtype="auto", max_new_tokens=50, min_pixels=256 * QWEN_PIXEL,
-                      max_pixels=2048 * QWEN_PIXEL, use_custom_prompt=True),
-        "hf": dict(attn_impl="sdpa", gpu_dtype="bfloat16", max_new_tokens=2048),
+                      max_pixels=2048 * QWEN_PIXEL, use_custom_prompt=True,
+                      generation=dict(num_beams=1, top_p=0.001, top_k=1, temperature=0.01, repetition_penalty=1.0),
+                      image_files=paper_images.RULE),
+        "hf": dict(attn_impl="sdpa", gpu_dtype="bfloat16", max_new_tokens=2048, generation=GREEDY,
+                   image_files=HARNESS_FILES),
     },
 }
 # Families without an entry (added later) run VLMEvalKit-style defaults.
-GENERIC_HF = dict(attn_impl="sdpa", gpu_dtype="bfloat16", max_new_tokens=2048)
+GENERIC_HF = dict(attn_impl="sdpa", gpu_dtype="bfloat16", max_new_tokens=2048, generation=GREEDY,
+                  image_files=HARNESS_FILES)
 # OCRBench images get this min_pixels in the original (qwen2_vl/model.py:118-122) and in VLMEvalKit 0.0.20.
 OCRBENCH_MIN_PIXELS = 10 * 10 * QWEN_PIXEL
 
@@ -74,7 +91,8 @@ def resolve(family: str, has_paper: bool, base: str, setting, model_path: str, t
                          "reproduce; use --protocol hf (and --max-new-tokens/--min-pixels/--max-pixels as needed)")
     d = DEFAULTS.get(family, {}).get(protocol, GENERIC_HF)
     out = dict(protocol=protocol, attn_impl=setting.attn_impl or d["attn_impl"],
-               max_new_tokens=setting.max_new_tokens or d["max_new_tokens"])
+               max_new_tokens=setting.max_new_tokens or d["max_new_tokens"], generation=dict(d["generation"]),
+               image_files=d["image_files"])
     dtype = setting.dtype or (d["gpu_dtype"] if device.startswith("cuda") else "float32")
     out["dtype"] = checkpoint_dtype(model_path) if dtype == "auto" else dtype
     if family in PIXEL_FAMILIES:

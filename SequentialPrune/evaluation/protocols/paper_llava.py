@@ -13,6 +13,7 @@ and its LLaVA fork's ``llava/mm_utils.py``):
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 SYSTEM_PROMPT = ("A chat between a curious human and an artificial intelligence assistant. "
@@ -79,6 +80,19 @@ def sentencepiece_file(model_path: str) -> Optional[str]:
         return cached_file(model_path, "tokenizer.model", _raise_exceptions_for_missing_entries=False)
     except OSError as e:  # offline and not cached, unreachable hub, ...
         raise ValueError(f"cannot look for tokenizer.model in {model_path}: {e}") from None
+
+
+def metaspace_tokenizer(model_path: str) -> bool:
+    """Whether the checkpoint's fast tokenizer is a SentencePiece-style one (it marks word starts with '▁'),
+    whose ids differ from the slow tokenizer's after an image placeholder."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(model_path, "tokenizer.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return False
+    text = Path(path).read_text(encoding="utf-8", errors="replace") if path else ""
+    return "\u2581" in text or "\\u2581" in text  # the character, or its JSON escape
 
 
 def sentencepiece_encoder(path: str, tokenizer) -> Encoder:

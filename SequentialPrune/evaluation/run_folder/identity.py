@@ -168,3 +168,14 @@ def record_datasets(run_dir: Path, fingerprints: Dict[str, dict]) -> None:
     if fresh:
         known.update(fresh)
         write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def record_generation(run_dir, effective: dict) -> None:
+    """Record the generation arguments the model decodes with (``effective_generation``) in the setting file,
+    once the model has loaded; a later launch's model records its own."""
+    path = Path(run_dir) / SETTING_FILE
+    rec = read_json(path)
+    if rec is None or rec.get("effective_generation") == effective:
+        return
+    rec["effective_generation"] = effective
+    write_text_atomic(path, json.dumps(rec, indent=1, sort_keys=True, default=str) + "\n")

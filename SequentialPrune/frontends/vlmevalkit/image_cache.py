@@ -1,7 +1,8 @@
 """VLMEvalKit's dumped images are tied to the TSV they came from.
 
 VLMEvalKit writes each row's base64 image once to ``$LMUData/images/<dataset>/``
-and afterwards serves any readable file at that path. A TSV regenerated
+(the paper protocol's files go to a subfolder, ``image_files.py``) and afterwards
+serves any readable file at that path. A TSV regenerated
 under the same name would be evaluated on the old images. A stamp file in
 that folder, ``.seqprune_tsv_md5.json`` (``{dataset: md5 of its TSV}``), records
 which TSV the images came from; when the TSV differs, or the folder has images
@@ -43,16 +44,17 @@ def sync(lmudata: Path, dataset: str, tsv: Path, md5: Optional[str]) -> Optional
     stamp = read_json(folder / STAMP) or {}
     if stamp.get(dataset) == md5:
         return None
-    files = [p for p in folder.iterdir() if p.name != STAMP] if folder.is_dir() else []
+    entries = [p for p in folder.iterdir() if p.name != STAMP] if folder.is_dir() else []
+    files = [p for p in folder.rglob("*") if p.is_file() and p.name != STAMP] if entries else []
     note = None
-    if files:
+    if entries:
         if tsv.stat().st_size > LOCALIZED_BYTES:
             return (f"{folder} may hold images of another version of {tsv.name} (recorded md5 "
                     f"{stamp.get(dataset)}, now {md5}); it is not cleared because VLMEvalKit localizes TSVs above "
                     f"1 GB. If the TSV changed, delete {folder} and {tsv.with_name(tsv.stem + '_local.tsv')}")
         why = (f"were extracted from another version of {tsv.name} (md5 {stamp[dataset]}, now {md5})"
                if dataset in stamp else f"have no record of the TSV they came from (now md5 {md5})")
-        for p in files:
+        for p in entries:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
             else:

@@ -92,8 +92,22 @@ def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> 
             note(f"--prune-budget {setting.budget:g}: {base} runs {run.prune.method} at ratio "
                  f"{run.prune.ratio:g} ({run.prune.tag()})")
         note(f"{base}: {run.describe()}")
+        _warn_paper_tokenizer(run)
         runs[base] = run
     return runs
+
+
+def _warn_paper_tokenizer(run: ModelRun) -> None:
+    """Loud, at launch: the paper protocol's LLaVA ids need the checkpoint's SentencePiece model."""
+    from SequentialPrune.evaluation.protocols.paper_llava import metaspace_tokenizer
+
+    if run.get("paper_tokenizer") == "checkpoint" and metaspace_tokenizer(run.model_path):
+        where = (Path(run.model_path) / "tokenizer.model" if Path(run.model_path).is_dir()
+                 else f"tokenizer.model in {run.model_path}")
+        note(f"WARNING: {run.base}: {run.model_path} ships no tokenizer.model, so the paper protocol tokenises "
+             "with the checkpoint's fast tokenizer, which drops the '▁' after each image: the token ids differ "
+             f"from the original's. Add the LLaMA SentencePiece model as {where} (llava-hf/llava-1.5-7b-hf ships "
+             "it) to reproduce them")
 
 
 def _effective_pixels(run: ModelRun) -> Optional[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from SequentialPrune.evaluation.pruned_model import PrunedModel
 
+from .. import image_files
 from ..run_files import RETRIED_FAIL_MSG
 
 
@@ -15,8 +16,11 @@ class VLMEvalKitPrunedModel(PrunedModel):
     FAIL_PREFIX = RETRIED_FAIL_MSG
 
     def set_dump_image(self, dump_image_func):
+        dataset = getattr(dump_image_func, "__self__", None) or getattr(dump_image_func, "_seqprune_dataset", None)
+        if dataset is not None:  # the files this protocol's model reads (image_files.py)
+            dump_image_func = image_files.install(dataset, self.run.get("protocol"))
         super().set_dump_image(dump_image_func)
-        watch_dataset(getattr(dump_image_func, "__self__", None), self.rows)
+        watch_dataset(dataset, self.rows)
 
     def build_prompt(self, line, dataset=None):
         return self.rows.build_prompt(super().build_prompt, line, dataset)
