@@ -12,6 +12,7 @@ from .scorers import SCORERS
 CACHE_MODES = ("static", "recompute")
 SCORE_DTYPES = ("float32", "model")
 POSITIONS = ("original", "renumber")
+MIN_STEP = 0.001  # a stepwise schedule's plan has R/step layers: bounded so that a typo cannot exhaust memory
 
 
 def parse_option(text: str) -> Tuple[str, Any]:
@@ -111,9 +112,8 @@ class PruneConfig:
                               f"the {scorer_name} scorer uses no attention probabilities")
         if self.positions is not None and self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
-        if self.step is not None and not (0 < self.step <= 1):
-            raise ValueError(f"step is a fraction in (0, 1] (e.g. 0.1), got {self.step}"
-                             + (f"; did you mean {self.step / 100}?" if self.step > 1 else ""))
+        if self.step is not None:
+            self._check_step()
         if self.seed is not None and (isinstance(self.seed, bool) or int(self.seed) != self.seed):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.score_dtype is not None and self.score_dtype not in SCORE_DTYPES:
@@ -140,6 +140,23 @@ class PruneConfig:
         resolved = {k: getattr(sched, k) for k in sched_keys}
         resolved.update({k: getattr(scorer, k) for k in scorer_keys})
         return sched, _hashable(resolved)
+
+    def _check_step(self) -> None:
+        step = self.step
+        try:
+            if isinstance(step, bool):
+                raise TypeError
+            step = float(step)
+        except (TypeError, ValueError):
+            raise ValueError(f"step must be a number, a fraction in (0, 1] (e.g. 0.1), got {self.step!r}") from None
+        if not (0 < step <= 1):
+            raise ValueError(f"step is a fraction in (0, 1] (e.g. 0.1), got {self.step}"
+                             + (f"; did you mean {step / 100}?" if step > 1 else ""))
+        if step < MIN_STEP:
+            raise ValueError(f"step must be >= {MIN_STEP} ({MIN_STEP * 100:g} percentage points of N), got {self.step}: "
+                             f"a smaller one needs more than {round(1 / MIN_STEP)} pruning layers to reach R = 1, "
+                             "more than any decoder has")
+        object.__setattr__(self, "step", step)
 
     def _resolve_ratio(self, spec, sched: Schedule) -> None:
         r = self.ratio
@@ -267,8 +284,13 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneConfig":
-        """The config a :meth:`to_dict` came from (unknown keys ignored)."""
+        """The config a :meth:`to_dict` came from; an unknown key is an error, as in the constructor."""
         names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - {"schedule"})  # schedule: derived, written by to_dict
+        if unknown:
+            raise ValueError(f"unknown PruneConfig key(s) {unknown}; the fields are {sorted(names)}")
+        if "method" not in d:
+            raise ValueError("a PruneConfig dict needs its 'method'")
         kw = {k: v for k, v in d.items() if k in names and v is not None}
         if kw.get("scorer") == METHODS.get(kw.get("method"), METHODS["sequential"]).scorer:
             kw.pop("scorer")

@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "schedule=2:0.5,6:0.25 (custom; needed to run custom), image_pivots=4 (dart)")
     ap.add_argument("--step", type=float, default=0.1, help="stepwise schedules' step (fraction of N)")
     ap.add_argument("--budget", nargs="+", type=float,
-                    help="average image tokens per layer (absolute); solves R per method instead of --ratios")
+                    help="average image tokens per layer: a fraction of N if <= 1, else a token count (as run.py's "
+                         "--prune-budget); solves R per method instead of --ratios")
     ap.add_argument("--attn", nargs="+", default=["sdpa"], help="text attention: sdpa, eager, flash_attention_2")
     ap.add_argument("--images", nargs="+", type=int, help="images per prompt (default: the preset's)")
     ap.add_argument("--image-size", nargs="+", default=None, metavar="HxW",
@@ -150,8 +151,7 @@ def main(argv=None) -> dict:
     _check_attn(args.attn, device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _writable_out(Path(args.out))  # before measuring: a bad --out must not cost the measurements
     rows, t_start, dtype = [], time.time(), None
     bar = _progress(args.no_progress)
     state = {"bench": None}
@@ -194,11 +194,31 @@ def main(argv=None) -> dict:
     report["targets"] = evaluate(rows)
     stem = out_dir / args.name
     png = stem.with_suffix(".png")
-    report["plot"] = str(png) if not args.no_plot and plot(report, png) else None
-    write_json(report, stem.with_suffix(".json"))
-    stem.with_suffix(".md").write_text(markdown(report))
+    try:
+        report["plot"] = str(png) if not args.no_plot and plot(report, png) else None
+        write_json(report, stem.with_suffix(".json"))
+        stem.with_suffix(".md").write_text(markdown(report))
+    except OSError as e:  # the folder was writable at start: print what was measured, then say what failed
+        report.setdefault("plot", None)
+        print(markdown(report))
+        raise SystemExit(f"benchmark.py: error: cannot write the report into {out_dir}: {e}; the tables are "
+                         "printed above") from None
     print(f"wrote {stem}.json, {stem}.md" + (f", {png}" if report["plot"] else ""))
     return report
+
+
+def _writable_out(out_dir: Path) -> Path:
+    """``--out``, created; SystemExit with one line if it is not a writable folder."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise SystemExit(f"benchmark.py: error: --out {out_dir} is not a writable folder ({e.strerror or e}); "
+                         "choose another --out") from None
+    return out_dir
 
 
 def _replot(args) -> dict:

@@ -37,6 +37,7 @@ MARKERS = {
     "no-eval": "predictions exist but no evaluation result",
     "failed": "the run recorded an error for this dataset, or all its answers are empty",
     "failed rows": "some rows failed (index and reason in seqprune_failures/); the score counts them as wrong",
+    "unreadable": "the run folder's setting record cannot be read (the status column says why)",
 }
 METHOD_ORDER = {m: i for i, m in enumerate(("none", "fastv", "sequential", "random", "random_oneshot", "pdrop", "dart",
                                              "divprune", "spatial", "custom"))}
@@ -52,6 +53,7 @@ class Run:
     results: dict = field(default_factory=dict)
     stats: Dict[Tuple[str, object], dict] = field(default_factory=dict)
     exists: bool = True
+    unreadable: Optional[str] = None  # why its setting file cannot be read (the run is listed, not dropped)
 
     @property
     def dir(self) -> Path:
@@ -59,6 +61,8 @@ class Run:
 
     @property
     def key(self) -> Tuple[str, str, str]:
+        if self.unreadable:  # the tag its folder name carries, so the grid does not list it again as missing
+            return str(self.work_dir), self.model, self.name[len(self.model) + 1:]
         return str(self.work_dir), self.model, tag_of(self.prune)
 
 
@@ -81,24 +85,41 @@ def read_stats(run_dir: Path) -> Dict[Tuple[str, object], dict]:
     return out
 
 
+def _model_of(folder: str) -> str:
+    """Our model name a run folder's name starts with (the folder name itself if none does)."""
+    from SequentialPrune.evaluation.catalog import MODELS
+
+    bases = [b for b in MODELS if folder.startswith(b + "_")]
+    return max(bases, key=len) if bases else folder
+
+
 def find_runs(work_dir: Path) -> List[Run]:
     runs = []
     for setting_path in sorted(Path(work_dir).glob(f"*/{SETTING_FILE}")):
+        run_dir = setting_path.parent
         rec = read_json(setting_path)
-        if not rec:
+        if not isinstance(rec, dict) or not isinstance(rec.get("identity"), dict):
+            runs.append(Run(Path(work_dir), run_dir.name, _model_of(run_dir.name), {}, unreadable=(
+                f"{setting_path} is not a setting record (cut short or edited by hand)")))
             continue
         ident = rec.get("identity", {})
         datasets = []
         for launch in rec.get("launches", []):
             datasets += [d for d in launch.get("datasets", []) if d not in datasets]
-        run_dir = setting_path.parent
-        runs.append(Run(Path(work_dir), run_dir.name, ident.get("model", run_dir.name), ident.get("prune", {}),
-                        datasets, read_json(run_dir / RESULTS_FILE) or {}, read_stats(run_dir)))
+        run = Run(Path(work_dir), run_dir.name, ident.get("model", run_dir.name), ident.get("prune", {}),
+                  datasets, read_json(run_dir / RESULTS_FILE) or {}, read_stats(run_dir))
+        try:
+            tag_of(run.prune)
+        except (ValueError, TypeError) as e:  # e.g. an older layout of the record
+            run.unreadable = f"its pruning setting cannot be read ({e})"
+        runs.append(run)
     return runs
 
 
 def cell(run: Run, dataset: str):
     """A number, or a marker from MARKERS."""
+    if run.unreadable:
+        return "unreadable"
     if not run.exists:
         return "missing"
     res = run.results.get(dataset)
@@ -203,7 +224,7 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
     if models:
         runs = [r for r in runs if r.model in models]
     cols = list(datasets or dict.fromkeys(d for r in runs for d in r.datasets))
-    base_of = {(str(r.work_dir), r.model): r for r in runs if r.prune.get("method") == "none"}
+    base_of = {(str(r.work_dir), r.model): r for r in runs if r.prune.get("method") == "none" and not r.unreadable}
     rows = []
     for run in sorted(runs, key=lambda r: (str(r.work_dir), r.model, METHOD_ORDER.get(r.prune.get("method"), 9),
                                            r.prune.get("ratio") or 0, r.prune.get("layer") or 0, r.name)):
@@ -213,7 +234,7 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
                "ratio": p.get("ratio") if method != "none" else 0.0,
                "layer": p.get("layer") if method != "none" else None,
                "step %": 100 * p["step"] if p.get("step") is not None else None,
-               "setting": tag_of(p)}
+               "setting": run.name if run.unreadable else tag_of(p)}
         cells = {d: cell(run, d) for d in cols}
         row.update(cells)
         numbers = [v for v in cells.values() if isinstance(v, float)]
@@ -229,7 +250,8 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
         row.update(efficiency(run, cols, base))
         row.update(answer_counts(run, cols))
         marks = sorted({v for v in cells.values() if isinstance(v, str)})
-        row["status"] = "missing run" if not run.exists else ("ok" if not marks else ", ".join(marks))
+        row["status"] = ("missing run" if not run.exists else f"unreadable: {run.unreadable}" if run.unreadable
+                         else "ok" if not marks else ", ".join(marks))
         rows.append(row)
     return rows, cols
 

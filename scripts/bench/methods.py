@@ -137,8 +137,8 @@ def _method_settings(name, m: BenchVariant, attn, ratios, layers, step, budgets,
         except ValueError:
             pass
         if budgets:
-            for b in budgets:
-                yield _solve(name, attn, m.core, b, fields, n_image, num_layers)
+            for b in budgets:  # as run.py's --prune-budget: a fraction of N if <= 1, else a token count
+                yield _solve(name, attn, m.core, b * n_image if b <= 1 else b, fields, n_image, num_layers)
             continue
         for r in ratios:
             try:

@@ -273,3 +273,21 @@ def test_solve_ratio_of_none_and_of_defaults():
     assert pdrop.solve_ratio(40, 64, 12).layer == 2
     assert PruneConfig("sequential").solve_ratio(192, 576, 32) == \
         PruneConfig.for_budget("sequential", 192, 576, 32, layer=2, step=0.1)
+
+
+def test_step_is_a_bounded_number():
+    assert PruneConfig("sequential", 0.75, 2, step="0.2").step == 0.2  # as a ratio given as text is
+    with pytest.raises(ValueError, match="step must be a number"):
+        PruneConfig("sequential", 0.75, 2, step="ten")
+    with pytest.raises(ValueError, match=r"step must be >= 0.001 .*more than 1000 pruning layers"):
+        PruneConfig("sequential", 0.75, 2, step=1e-9)  # --prune-step 1e-7: a plan of 7.5e8 layers before
+    assert PruneConfig("sequential", 0.75, 2, step=0.001).plan(1000)[2] == 999
+
+
+def test_from_dict_refuses_what_it_does_not_know():
+    cfg = PruneConfig("fastv", 0.5, 2)
+    assert PruneConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match=r"unknown PruneConfig key\(s\) \['methd'\]"):
+        PruneConfig.from_dict({"methd": "fastv"})  # was silently a Sequential config
+    with pytest.raises(ValueError, match="needs its 'method'"):
+        PruneConfig.from_dict({"ratio": 0.5})

@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import pickle
 import resource
 import shutil
 import signal
@@ -195,3 +196,75 @@ def test_full_disk_mid_run_is_one_clear_line_and_no_truncated_record(rig, tmp_pa
         assert len(assert_one_line_per_sample(work / RUN, rig.lmudata, "Long_MCQ")) == LONG
 
 
+
+
+def test_duplicated_indices_are_refused_at_launch(rig, tmp_path):
+    lmu = rig.own_lmudata(tmp_path / "LMUData")
+    mcq = pd.read_csv(lmu / "Small_MCQ.tsv", sep="\t")
+    mcq.loc[1, "index"] = mcq.loc[0, "index"]
+    mcq.to_csv(lmu / "Small_MCQ.tsv", sep="\t", index=False)
+    res = launch(rig.args(rig.llava, ["Small_MCQ"], tmp_path / "work"), rig.env_for(lmu))
+    assert res.rc == 2, str(res)
+    assert f"several rows share the index {mcq.loc[0, 'index']}" in res.out and "own index" in res.out
+    assert "Infer " not in res.out and not (tmp_path / "work").exists()
+
+
+def test_a_prediction_file_cut_by_a_kill_is_set_aside_and_its_rows_generated_again(rig, tmp_path):
+    """What a SIGKILL mid-write left before writes were atomic: a 0-byte table, a cut rank pickle. Each is
+    named, set aside, and its rows are generated again; the rerun ends as a clean run does."""
+    work = tmp_path / "work"
+    args = rig.args(rig.llava, ["Small_MCQ"], work)
+    assert launch(args, rig.env).rc == 0
+    pred = predictions(work / RUN, "Small_MCQ")
+    table = work / RUN / f"{RUN}_Small_MCQ.xlsx"
+    table.write_bytes(b"")
+    res = launch(args, rig.env)
+    assert res.rc == 0, str(res)
+    assert f"{table} cannot be read (0 bytes" in res.out and "set aside as" in res.out
+    assert predictions(work / RUN, "Small_MCQ").equals(pred)
+    assert_one_line_per_sample(work / RUN, rig.lmudata, "Small_MCQ")
+    table.unlink()
+    cut = work / RUN / "01_Small_MCQ.pkl"
+    cut.write_bytes(pickle.dumps({i: "A" for i in range(SMALL)})[:20])
+    res = launch(args, rig.env)
+    assert res.rc == 0, str(res)
+    assert f"{cut} cannot be read (20 bytes" in res.out
+    assert predictions(work / RUN, "Small_MCQ").equals(pred)
+    assert list((work / RUN).glob("*.broken-*")) and not list((work / RUN).glob("*.seqprune-tmp.*"))
+
+
+def test_prediction_writes_are_whole_or_not_at_all(tmp_path):
+    """VLMEvalKit's dump through the hook: a write that dies half-way leaves the previous file as it was."""
+    import vlmeval.inference as vinf
+    from vlmeval.smp import dump, load
+
+    from SequentialPrune.frontends.vlmevalkit.hooks import atomic_dump
+
+    class Killed:
+        def __reduce__(self):
+            raise KeyboardInterrupt("killed mid-write")
+
+    path = tmp_path / "01_Bench.pkl"
+    dump({0: "A"}, str(path))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_dump(dump)({0: "A", 1: "B", 2: Killed()}, str(path))
+    assert load(str(path)) == {0: "A"} and [p.name for p in tmp_path.iterdir()] == ["01_Bench.pkl"]
+    with pytest.raises(KeyboardInterrupt):  # VLMEvalKit's own dump: the half-written file is all that is left
+        dump({0: "A", 1: "B", 2: Killed()}, str(path))
+    with pytest.raises(Exception):
+        load(str(path))
+    import vlmeval.run as vrun
+
+    from SequentialPrune.frontends.vlmevalkit import hooks
+
+    hooks.install(vrun, lambda *a: None)  # what run.py does before VLMEvalKit's loop
+    assert getattr(vinf.dump, "_seqprune_atomic", False) and atomic_dump(vinf.dump) is vinf.dump
+
+
+def test_a_work_dir_that_is_a_file_is_one_clear_line(rig, tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    for work in (blocker, blocker / "below"):
+        res = launch(rig.args(rig.llava, ["Small_MCQ"], work), rig.env)
+        assert res.rc == 2 and f"{blocker} is a file, not a folder" in res.out, str(res)
+        assert "Traceback" not in res.out

@@ -194,3 +194,33 @@ def test_replot_redraws_from_json(cli_report, tmp_path):
     merged = benchmark.main(["--replot", str(out / "benchmark.json"), str(out / "benchmark.json"),
                              "--out", str(tmp_path), "--name", "again"])
     assert (tmp_path / "again.png").stat().st_size > 1000 and len(merged["rows"]) == 2 * 9
+
+
+def test_an_unusable_out_fails_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for out in (blocker, blocker / "below"):
+        with pytest.raises(SystemExit, match="is not a writable folder"):
+            benchmark.main(["--preset", "tiny-llava", "--methods", "none", "--out", str(out), "--no-progress"])
+    assert "ms" not in capsys.readouterr().out  # nothing was measured
+
+
+def test_a_failed_write_still_prints_the_tables(tmp_path, capsys, monkeypatch):
+    def no_space(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(benchmark, "write_json", no_space)
+    with pytest.raises(SystemExit, match="cannot write the report .*No space left"):
+        benchmark.main(["--preset", "tiny-llava", "--methods", "none", "fastv", "--ratios", "0.5", "--out",
+                        str(tmp_path), "--no-plot", "--repeats", "1", "--warmup", "0", "--new-tokens", "2",
+                        "--threads", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "fastv" in out and out.count("|") > 10  # the measured rows, as the report's markdown tables
+
+
+def test_a_fractional_budget_is_a_fraction_of_n_as_in_run_py(tmp_path):
+    args = ["--preset", "tiny-llava", "--methods", "fastv", "--out", str(tmp_path), "--no-plot", "--repeats", "1",
+            "--warmup", "0", "--new-tokens", "1", "--threads", "1", "--no-progress"]
+    half = benchmark.main(args + ["--budget", "0.5"])["rows"][0]
+    tokens = benchmark.main(args + ["--budget", str(half["n_image_tokens"] / 2)])["rows"][0]
+    assert half["ratio"] == tokens["ratio"] and half["status"] == "ok"

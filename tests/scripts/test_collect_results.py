@@ -133,3 +133,24 @@ def test_failed_rows_and_empty_answers_are_shown(tmp_path):
 def test_counts_unknown_when_a_dataset_has_none(work):
     by = rows_by(cr.build_table([work])[0])  # results written before counts were recorded
     assert by[("none", 0.0, None)]["empty answers"] is None and by[("none", 0.0, None)]["failed rows"] is None
+
+
+def test_unreadable_run_folders_are_listed_and_the_rest_is_printed(work, capsys):
+    """An older layout of the record (every method carried step and seed) and a setting file cut short: each
+    is a row marked unreadable with the reason, the other runs' table is printed, and the grid does not add
+    their settings again as missing."""
+    old = make_run(work, PruneConfig("fastv", 0.9, 2), {"BenchA": ok(10.0), "BenchB": ok(5.0)})
+    rec = json.loads((old / cr.SETTING_FILE).read_text())
+    rec["identity"]["prune"].update(step=0.1, seed=0)  # what an older version wrote for every method
+    (old / cr.SETTING_FILE).write_text(json.dumps(rec))
+    cut = make_run(work, PruneConfig("sequential", 0.9, 3))
+    (cut / cr.SETTING_FILE).write_text('{"model_name": "llava_seqpr')
+    rows, cols = cr.build_table([work], ratios=[0.9], layers=[2, 3])
+    by_name = {r["setting"]: r for r in rows}
+    assert by_name[old.name]["status"].startswith("unreadable: its pruning setting cannot be read (step")
+    assert by_name[cut.name]["status"].startswith(f"unreadable: {cut / cr.SETTING_FILE} is not a setting record")
+    assert by_name[cut.name]["model"] == "llava_seqprune" and by_name[cut.name]["BenchA"] == "unreadable"
+    assert not any(r["setting"] in ("fastv_r0.9_l2", "sequential_r0.9_l3_s10") for r in rows)  # not "missing"
+    assert any(r["status"] == "ok" for r in rows)
+    assert cr.main([str(work), "--out", str(work / "table")]) == 0
+    assert "unreadable" in (work / "table.md").read_text()

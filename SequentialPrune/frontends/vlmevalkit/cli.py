@@ -100,6 +100,15 @@ def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
     return 1 if bad or answers else 0
 
 
+def _check_work_dir(work_dir: str) -> None:
+    """The work dir, or the nearest existing folder above it, must be a folder."""
+    path = Path(work_dir).expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise LaunchError(f"--work-dir {work_dir}: {path} is a file, not a folder; choose another --work-dir")
+
+
 def _write_error(e: BaseException, prefix: str) -> bool:
     """Print a write failure's one line; False if ``e`` is not one (the caller re-raises)."""
     wf = safe_io.write_failure(e)
@@ -151,6 +160,7 @@ def main(argv=None) -> int:
             if not args.data or not args.model:
                 raise LaunchError("give --data and --model")
             work_dir = os.environ.get("MMEVAL_ROOT", args.work_dir)  # vlmeval gives MMEVAL_ROOT precedence
+            _check_work_dir(work_dir)
             ours = resolve_names(args, setting, ns)
             runs = check_static(args, setting, ours, work_dir)
             unknown = [m for m in args.model if m not in ours and m not in vrun.supported_VLM and not args.base_url]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Tuple
+from typing import Iterable, List, Tuple
 
 KIND_CLASSES = {"mcq": "ImageMCQDataset", "yn": "ImageYORNDataset", "vqa": "ImageVQADataset"}
 
@@ -78,3 +78,16 @@ def dataset_fingerprint(name: str, tsv: Path) -> dict:
     from SequentialPrune.evaluation.run_folder.fingerprint import dataset_fingerprint as fingerprint
 
     return fingerprint(tsv, None if tsv.is_file() else registered_md5(name))
+
+
+def duplicated_indices(tsv: Path, limit: int = 10) -> List[str]:
+    """``index`` values that more than one row of ``tsv`` carries (at most ``limit`` of them). VLMEvalKit keys a
+    row's prediction and its dumped image by its index, so such rows would be answered about another row's
+    image and scored with one answer."""
+    import pandas as pd
+
+    with open(tsv, encoding="utf-8", errors="replace") as f:
+        if "index" not in f.readline().rstrip("\n").split("\t"):
+            return []
+    index = pd.read_csv(tsv, sep="\t", usecols=["index"], dtype=str, keep_default_na=False)["index"]
+    return list(dict.fromkeys(index[index.duplicated()]))[:limit]

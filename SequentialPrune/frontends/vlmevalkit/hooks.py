@@ -6,6 +6,10 @@
 * Inference, status writes and evaluation run under ``safe_io.guard``: a
   full disk or read-only folder stops the run with one line instead of
   VLMEvalKit logging a traceback per dataset and going on.
+* VLMEvalKit's prediction writes (the partial ``.pkl`` every few samples, the
+  final ``.xlsx``) go through a temporary file and a rename (:func:`atomic_dump`),
+  so a kill mid-write leaves the previous file whole instead of a cut one that
+  every later resume would trust.
 * Blank questions of each built dataset are marked (``rows.mark_empty_questions``), so the
   row fails alone instead of VLMEvalKit's MCQ scoring failing the dataset.
 
@@ -15,11 +19,35 @@ The names are replaced in ``vlmeval.run``'s namespace, which is where
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Callable
 
 from SequentialPrune.evaluation.rows import mark_empty_questions as mark
 from SequentialPrune.evaluation.safe_io import guard
+
+
+# The modules whose `dump` writes predictions (the image, video and multi-turn inference loops).
+INFERENCE_MODULES = ("vlmeval.inference", "vlmeval.inference_video", "vlmeval.inference_mt")
+
+
+def atomic_dump(dump: Callable) -> Callable:
+    """VLMEvalKit's ``dump(data, path)`` through ``<path>.seqprune-tmp.<ext>`` and ``os.replace``."""
+    if getattr(dump, "_seqprune_atomic", False):
+        return dump
+
+    def wrapper(data, f, *args, **kwargs):
+        f = str(f)
+        tmp = f"{f}.seqprune-tmp.{f.rsplit('.', 1)[-1]}"  # dump picks the format by the extension
+        try:
+            dump(data, tmp, *args, **kwargs)
+            os.replace(tmp, f)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    wrapper._seqprune_atomic = True
+    return wrapper
 
 
 def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions: bool = True) -> None:
@@ -57,4 +85,8 @@ def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions
     vrun.upsert_run_status = guard(vrun.upsert_run_status)
     vrun.infer_data_job = guard(vrun.infer_data_job)
     vrun.build_dataset = build_dataset
+    for name in INFERENCE_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "dump"):
+            module.dump = atomic_dump(module.dump)
     vrun._seqprune_hooks = True

@@ -68,7 +68,7 @@ def resolve_names(args, setting: EvalSetting, ns) -> List[str]:
 def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> Dict[str, ModelRun]:
     """Check what needs no model, and resolve each of our models once: its checkpoint, and the ratio that meets
     --prune-budget for its own layer and image-token counts. Returns {model name: ModelRun}."""
-    from .datasets import dataset_known, register_local_datasets
+    from .datasets import dataset_known, duplicated_indices, lmudata_root, register_local_datasets
     from .models import resolve
 
     if setting.attn_impl == "flash_attention_2":
@@ -82,6 +82,13 @@ def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> 
     unknown = [d for d in args.data if not dataset_known(d)]
     if unknown:
         raise LaunchError(f"unknown dataset(s) {unknown}: not a VLMEvalKit name and no $LMUData/<name>.tsv")
+    for d in args.data:
+        tsv = lmudata_root() / f"{d}.tsv"
+        dup = duplicated_indices(tsv) if tsv.is_file() else []
+        if dup:
+            raise LaunchError(f"{tsv}: several rows share the index {', '.join(dup)}; VLMEvalKit keys each row's "
+                              "answer and image by its index, so they would be answered about one image and "
+                              "scored with one answer. Give every row its own index")
     runs = {}
     for base in dict.fromkeys(ours):
         try:  # resolve refuses e.g. --protocol paper for a model the paper did not run
@@ -148,7 +155,7 @@ def register_runs(args, runs: Dict[str, ModelRun], ns, lmudata: Path, locks: lis
 
     from .image_cache import sync as sync_images
     from .models import register
-    from .run_files import adopt_other_world_pickles, any_results, dataset_files, saved_indices
+    from .run_files import adopt_other_world_pickles, any_results, dataset_files, saved_indices, set_aside_broken
 
     world = int(os.environ.get("WORLD_SIZE", 1))
     retry_failed = not args.keep_failed
@@ -185,6 +192,8 @@ def register_runs(args, runs: Dict[str, ModelRun], ns, lmudata: Path, locks: lis
             write_setting(run_dir, name, ident, run.setting.to_dict(), args.data, vargs, world, command_line,
                           content=content, effective=_effective_pixels(run), accepted=changes)
             for ds in args.data:
+                for line in set_aside_broken(run_dir, name, ds):
+                    note(line)
                 took = adopt_other_world_pickles(run_dir, name, ds, world, retry_failed)
                 if took:
                     note(took)

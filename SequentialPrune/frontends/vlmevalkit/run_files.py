@@ -148,3 +148,33 @@ def one_line_per_prediction(run_dir: Path, model: str, dataset: str) -> int:
     """After a dataset is done: one log line per predicted sample (duplicates dropped, the newest kept)."""
     pred = prediction_file(run_dir, model, dataset)
     return prune_logs(run_dir, dataset, load_predictions(pred)) if pred.is_file() else 0
+
+
+def _loads(path: Path) -> bool:
+    from vlmeval.smp import load
+
+    try:
+        load(str(path))
+        return True
+    except Exception:  # 0 bytes, cut short by a kill, not the format its name says
+        return False
+
+
+def set_aside_broken(run_dir: Path, model: str, dataset: str) -> List[str]:
+    """Rename prediction files of ``dataset`` that cannot be read (the final table, the previous-run and rank
+    pickles) to ``<name>.broken-<time>``; return a line per file. VLMEvalKit would trust such a file on every
+    resume and fail on it; without it, the rows it held are generated again, the others kept."""
+    import time
+
+    run_dir = Path(run_dir)
+    candidates = [prediction_file(run_dir, model, dataset), run_dir / f"{model}_{dataset}_PREV.pkl",
+                  *rank_pickles(run_dir, dataset)]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = []
+    for path in candidates:
+        if path.is_file() and not _loads(path):
+            size, aside = path.stat().st_size, path.with_name(f"{path.name}.broken-{stamp}")
+            os.replace(path, aside)
+            out.append(f"{dataset}: {path} cannot be read ({size} bytes; cut short by a kill?); set aside as "
+                       f"{aside.name}, its rows are generated again")
+    return out
