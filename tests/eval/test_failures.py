@@ -268,3 +268,16 @@ def test_a_work_dir_that_is_a_file_is_one_clear_line(rig, tmp_path):
         res = launch(rig.args(rig.llava, ["Small_MCQ"], work), rig.env)
         assert res.rc == 2 and f"{blocker} is a file, not a folder" in res.out, str(res)
         assert "Traceback" not in res.out
+
+
+def test_answers_are_checked_at_launch(rig, tmp_path):
+    """A missing answer column is refused before inference (not found after every row ran); lower-case MCQ
+    answers, which VLMEvalKit scores 0 silently, are warned about."""
+    lmu = rig.own_lmudata(tmp_path / "LMUData")
+    mcq = pd.read_csv(lmu / "Small_MCQ.tsv", sep="\t")
+    mcq.drop(columns=["answer"]).to_csv(lmu / "Small_MCQ.tsv", sep="\t", index=False)
+    res = launch(rig.args(rig.llava, ["Small_MCQ"], tmp_path / "work"), rig.env_for(lmu))
+    assert res.rc == 2 and "has no answer column" in res.out and "Infer " not in res.out, str(res)
+    mcq.assign(answer=mcq["answer"].str.lower()).to_csv(lmu / "Small_MCQ.tsv", sep="\t", index=False)
+    res = launch(rig.args(rig.llava, ["Small_MCQ"], tmp_path / "work"), rig.env_for(lmu))
+    assert res.rc == 0 and "are not option letters" in res.out, str(res)

@@ -91,3 +91,26 @@ def duplicated_indices(tsv: Path, limit: int = 10) -> List[str]:
             return []
     index = pd.read_csv(tsv, sep="\t", usecols=["index"], dtype=str, keep_default_na=False)["index"]
     return list(dict.fromkeys(index[index.duplicated()]))[:limit]
+
+
+def answer_check(tsv: Path, kind: str):
+    """(error, warning) about ``tsv``'s answers for a dataset registered as ``kind``; None where all is well.
+
+    VLMEvalKit scores against the ``answer`` column only after every row was inferred, and its MCQ scoring
+    compares option letters as they are, so ``a``..``d`` score 0 without a word."""
+    import pandas as pd
+
+    with open(tsv, encoding="utf-8", errors="replace") as f:
+        header = f.readline().rstrip("\n").split("\t")
+    if "answer" not in header:
+        return (f"{tsv} has no answer column, which VLMEvalKit scores against after inferring every row; add it, "
+                "or run --mode infer"), None
+    if kind != "mcq":
+        return None, None
+    options = [c for c in header if len(c) == 1 and c.isupper()]
+    answers = pd.read_csv(tsv, sep="\t", usecols=["answer"], dtype=str, keep_default_na=False)["answer"]
+    odd = sorted({a for a in answers if a.strip() not in options})
+    if odd:
+        return None, (f"{tsv}: answers {odd[:5]} are not option letters ({', '.join(options)}); VLMEvalKit scores "
+                      "them as wrong (option letters are upper case)")
+    return None, None

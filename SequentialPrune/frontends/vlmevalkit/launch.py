@@ -68,7 +68,7 @@ def resolve_names(args, setting: EvalSetting, ns) -> List[str]:
 def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> Dict[str, ModelRun]:
     """Check what needs no model, and resolve each of our models once: its checkpoint, and the ratio that meets
     --prune-budget for its own layer and image-token counts. Returns {model name: ModelRun}."""
-    from .datasets import dataset_known, duplicated_indices, lmudata_root, register_local_datasets
+    from .datasets import answer_check, dataset_known, duplicated_indices, lmudata_root, register_local_datasets
     from .models import resolve
 
     if setting.attn_impl == "flash_attention_2":
@@ -89,6 +89,14 @@ def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> 
             raise LaunchError(f"{tsv}: several rows share the index {', '.join(dup)}; VLMEvalKit keys each row's "
                               "answer and image by its index, so they would be answered about one image and "
                               "scored with one answer. Give every row its own index")
+    for name, kind in setting.register_datasets:
+        if name not in args.data:
+            continue
+        error, warning = answer_check(lmudata_root() / f"{name}.tsv", kind)
+        if error and args.mode != "infer":
+            raise LaunchError(error)
+        if warning:
+            note(f"warning: {warning}")
     runs = {}
     for base in dict.fromkeys(ours):
         try:  # resolve refuses e.g. --protocol paper for a model the paper did not run
