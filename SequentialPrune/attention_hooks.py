@@ -65,8 +65,10 @@ def route(module, callback) -> None:
     _ROUTES[id(module)] = callback
 
 
-def unroute(module) -> None:
-    _ROUTES.pop(id(module), None)
+def unroute(module, callback) -> None:
+    """Drop ``module``'s route if it is still ``callback`` (a newer pruner's route is left alone)."""
+    if _ROUTES.get(id(module)) is callback:
+        del _ROUTES[id(module)]
 
 
 def last_row_validity(attention_mask: Optional[torch.Tensor], batch: int, kv_len: int):

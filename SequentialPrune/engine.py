@@ -126,6 +126,7 @@ class Pruner:
             positions=self.positions)
         self._sig = inspect.signature(model.forward)
         self._handles = []
+        self._routes = []                     # (attention module, our callback) pairs routed by _install
         self._state: Optional[_Pass] = None   # the pass this model call belongs to (None: not ours to touch)
         self._last: Optional[_Pass] = None    # the latest prefill's pass, whose cache decode steps may extend
         self._orig_attn: Optional[str] = None
@@ -147,20 +148,34 @@ class Pruner:
         self._handles.append(self.text_model.register_forward_pre_hook(self._on_text_model, with_kwargs=True))
         for i, layer in enumerate(self.layers):
             self._handles.append(layer.register_forward_pre_hook(partial(self._on_layer, i), with_kwargs=True))
-            attn.route(self.attn_modules[i], partial(self._on_attention, i))
+            cb = partial(self._on_attention, i)
+            attn.route(self.attn_modules[i], cb)
+            self._routes.append((self.attn_modules[i], cb))
         self._handles += self.adapter.install(self)
 
     def remove(self) -> None:
-        """Detach every hook and restore the original attention implementation."""
+        """Detach this pruner's hooks and restore the original attention implementation.
+
+        Only what this pruner installed is undone, so calling it again (or on an old pruner after a
+        new one was applied to the same model) leaves the newer pruner working.
+        """
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for mod in self.attn_modules:
-            attn.unroute(mod)
+        for mod, cb in self._routes:
+            attn.unroute(mod, cb)
+        self._routes.clear()
         if self._orig_attn is not None:
             self.model.set_attn_implementation({self.adapter.text_config_key: self._orig_attn})
             self._orig_attn = None
         self._state = self._last = None
+
+    def __deepcopy__(self, memo):
+        # Reached through the hooks when a pruned model is deep-copied: the copy's attention modules would
+        # have no route to a pruner, and it would fail later with a misleading error. Refuse it here.
+        raise TypeError(
+            f"cannot deep-copy a {type(self.model).__name__} while a SequentialPrune pruner is applied to it: "
+            "call .remove() on the pruner, copy the model, then apply_pruning(...) to each copy")
 
     def __enter__(self) -> "Pruner":
         return self

@@ -221,3 +221,28 @@ def test_recompute_mode_requires_use_cache_false():
         with pytest.raises(ValueError, match="use_cache=False"):
             model(**make_inputs("llava"), use_cache=True)
         model(**make_inputs("llava"))  # a plain forward is switched to no cache
+
+
+def test_removing_an_old_pruner_leaves_a_newer_one_working():
+    model = build_model("llava")
+    inputs = make_inputs("llava")
+    with torch.no_grad():
+        plain = model(**inputs).logits
+        old = apply_pruning(model, CFG)
+        old.remove()
+        new = apply_pruning(model, CFG)
+        pruned = model(**inputs).logits
+        old.remove()  # a stale handle removed again: must not touch the newer pruner
+        assert model.config.text_config._attn_implementation.startswith("seqprune_")
+        again = model(**inputs).logits
+        assert torch.equal(again, pruned) and not torch.equal(pruned, plain)
+        new.remove()
+        assert model.config.text_config._attn_implementation == "sdpa"
+        assert torch.equal(model(**inputs).logits, plain)
+
+
+def test_deep_copying_a_pruned_model_is_refused(llava):
+    import copy
+    model, _ = llava
+    with pytest.raises(TypeError, match=r"remove\(\).*copy.*apply_pruning"):
+        copy.deepcopy(model)
