@@ -375,6 +375,7 @@ class PruneConfig:
         ValueError, as :meth:`for_budget` does, when no ratio reaches the budget.
         """
         fixed = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("method", "ratio")}
+        fixed["options"] = self.options_dict  # the form a caller writes (and an error message shows)
         if not self.schedule_obj.uses_layer:
             del fixed["layer"]
         return PruneConfig.for_budget(self.method, avg_tokens, n_image, num_layers,

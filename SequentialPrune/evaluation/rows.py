@@ -109,9 +109,9 @@ class RowGuard:
 
     def take(self, dataset: Optional[str]):
         """The index of the sample now generating for ``dataset`` (None if unknown), once."""
-        if self.claimed or self.current is None or self.current[0] != dataset:
+        claimed, self.claimed = self.claimed, True  # forgotten either way, as a sample's index is used once
+        if claimed or self.current is None or self.current[0] != dataset:
             return None
-        self.claimed = True
         return self.current[1]
 
     def marker(self, reason: str) -> str:

@@ -8,7 +8,7 @@
 #   4. the paper-style table (scripts/collect_results.py) with efficiency columns
 # It runs the paper protocol (run.py's default for llava_seqprune): on this checkpoint's word-level tokenizer and
 # square 112 px images it gives the same token ids and pixels as the chat template it was trained on
-# (tests/test_protocol.py). The runs are static and float32-scored (the fast variant; on a float32 CPU model the
+# (tests/eval/test_paper_inputs.py). The runs are static and float32-scored (the fast variant; on a float32 CPU model the
 # model's precision is float32): CACHE_MODE=recompute SCORE_DTYPE=model runs the paper demos' procedure.
 # Overrides: N (rows per dataset) [40], CKPT, TINY_RANDOM, WORK_DIR [<repo>/outputs/demo_tiny], RATIOS,
 # LAYERS, METHODS, CACHE_MODE, SCORE_DTYPE, PYTHON, NPROC (see _grid.sh). Results are regenerated on every run.

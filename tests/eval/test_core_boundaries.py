@@ -97,3 +97,19 @@ def test_every_catalog_family_has_its_vlmevalkit_class_and_models():
     assert set(CLASSES) == set(FAMILIES), "one VLMEvalKit model class per catalog family (its FAMILY attribute)"
     assert {spec.family for spec in MODELS.values()} == set(FAMILIES), "every family has a model name"
     assert set(VLMEVAL_TWINS) <= set(MODELS) and set(ORIGINAL_MODEL_NAMES.values()) <= set(MODELS)
+
+
+def test_a_wrong_lmudata_fails_before_torch_loads(tmp_path):
+    """run.py's first check needs no torch: a mistyped $LMUData is refused at once, not after the imports."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['run.py', '--data', 'X', '--model', 'y']\n"
+            "from SequentialPrune.frontends.vlmevalkit.cli import main\n"
+            "rc = main(); print('rc', rc, 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "LMUData"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=str(tmp_path),
+                       timeout=60)
+    assert "rc 2 False" in p.stdout, p.stdout + p.stderr
+    assert "$LMUData is not set" in p.stderr

@@ -149,8 +149,10 @@ def code_fingerprint() -> dict:
     import SequentialPrune
 
     root = Path(SequentialPrune.__file__).resolve().parent
+    # Not the test references (SequentialPrune/testing): a run never imports them.
     files = {f"SequentialPrune/{path.relative_to(root)}": _sha256_file(path)[:16]
-             for path in sorted(root.rglob("*.py")) if "__pycache__" not in path.parts}
+             for path in sorted(root.rglob("*.py"))
+             if "__pycache__" not in path.parts and path.relative_to(root).parts[0] != "testing"}
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
     packages = {}
     for name in PROMPT_PACKAGES:

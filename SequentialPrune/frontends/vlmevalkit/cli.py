@@ -29,9 +29,9 @@ import sys
 from pathlib import Path
 
 from SequentialPrune.evaluation import safe_io
-from SequentialPrune.evaluation.results.answers import failure_examples
 
-from .launch import RANK, LaunchError, check_static, datasets_fingerprint, note, register_runs, resolve_names
+# .launch (and through it torch and transformers) is imported after the $LMUData check, so that a wrong
+# $LMUData fails at once.
 
 
 class _NoEnvFileIsNotAnError(logging.Filter):
@@ -60,8 +60,10 @@ def _dataset_done(registered: set, work_dir: str, mode: str, run_dir: str, model
 
 def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
     """After VLMEvalKit's loop (rank 0): results, the summary, and the exit code."""
+    from SequentialPrune.evaluation.results.answers import failure_examples
     from SequentialPrune.evaluation.run_folder.identity import record_datasets
 
+    from .launch import datasets_fingerprint, note
     from .results import dataset_problems, write_dataset_results
     from .run_files import one_line_per_prediction, remove_empty_eval_dirs
 
@@ -102,6 +104,8 @@ def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
 
 def _check_work_dir(work_dir: str) -> None:
     """The work dir, or the nearest existing folder above it, must be a folder."""
+    from .launch import LaunchError
+
     path = Path(work_dir).expanduser().absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -131,6 +135,7 @@ def main(argv=None) -> int:
             print(f"run.py: error: {e}", file=sys.stderr)
             return 2
     from .flags import build_parser, explicit_flags, parse_flags
+    from .launch import RANK, LaunchError, check_static, note, register_runs, resolve_names
 
     setting, rest, ns = parse_flags(argv)
     if helping:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from SequentialPrune.evaluation import catalog
+from SequentialPrune.evaluation.protocols import PIXEL_FAMILIES
 from SequentialPrune.evaluation.run_folder.fingerprint import checkpoint_fingerprint, code_fingerprint, dump
 from SequentialPrune.evaluation.run_folder.identity import (check_not_stale, content_changes, unverifiable,
                                                             write_setting)
@@ -23,7 +24,6 @@ from SequentialPrune.evaluation.setting import EvalSetting, ModelRun
 from .datasets import dataset_fingerprint
 
 RANK = int(os.environ.get("RANK", 0))
-PIXEL_FAMILIES = ("qwen", "qwen3")  # families whose --min/--max-pixels apply (evaluation/protocols)
 
 
 def note(msg: str) -> None:
