@@ -14,6 +14,7 @@ import errno
 import functools
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -140,6 +141,21 @@ def write_text_atomic(path, text: str) -> None:
         if is_write_error(e):
             raise WriteFailed(path if e.filename in (None, str(tmp)) else e.filename, e) from None
         raise
+
+
+@contextmanager
+def replacing(path):
+    """A temporary path beside ``path`` (same extension, so writers that pick the format by it still work);
+    renamed over ``path`` when the block ends without an error, removed either way. Readers of ``path``
+    never see a half-written file."""
+    path = str(path)
+    tmp = f"{path}.seqprune-tmp-{os.getpid()}.{path.rsplit('.', 1)[-1]}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def read_json(path) -> Optional[dict]:

@@ -113,3 +113,19 @@ def test_a_wrong_lmudata_fails_before_torch_loads(tmp_path):
                        timeout=60)
     assert "rc 2 False" in p.stdout, p.stdout + p.stderr
     assert "$LMUData is not set" in p.stderr
+
+
+def test_replacing_leaves_the_old_file_until_the_new_one_is_whole(tmp_path):
+    from SequentialPrune.evaluation.safe_io import replacing
+
+    target = tmp_path / "table.xlsx"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with replacing(target) as tmp:
+            assert tmp.endswith(".xlsx") and tmp != str(target)  # writers that pick the format by it still work
+            Path(tmp).write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.xlsx"]
+    with replacing(target) as tmp:
+        Path(tmp).write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["table.xlsx"]

@@ -23,9 +23,10 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 from pathlib import Path
 from typing import List, Optional
+
+from ..safe_io import replacing
 
 RULE = "original-jpeg"  # the identity's name of this rule (``image_files``)
 FOLDER = "seqprune-paper-jpeg"  # beside VLMEvalKit's own files, so the two rules never serve each other's
@@ -55,14 +56,8 @@ def write_original(payload: str, path: Path) -> None:
     if image.mode in ("RGBA", "P"):
         image = image.convert("RGB")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # never a half file under the served name
-    try:
-        image.save(tmp, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with replacing(path) as tmp:  # never a half file under the served name
+        image.save(tmp, format=Image.registered_extensions().get(path.suffix.lower()))
 
 
 def _names(value) -> List[str]:

@@ -19,12 +19,11 @@ The names are replaced in ``vlmeval.run``'s namespace, which is where
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Callable
 
 from SequentialPrune.evaluation.rows import mark_empty_questions as mark
-from SequentialPrune.evaluation.safe_io import guard
+from SequentialPrune.evaluation.safe_io import guard, replacing
 
 
 # The modules whose `dump` writes predictions (the image, video and multi-turn inference loops).
@@ -32,19 +31,13 @@ INFERENCE_MODULES = ("vlmeval.inference", "vlmeval.inference_video", "vlmeval.in
 
 
 def atomic_dump(dump: Callable) -> Callable:
-    """VLMEvalKit's ``dump(data, path)`` through ``<path>.seqprune-tmp.<ext>`` and ``os.replace``."""
+    """VLMEvalKit's ``dump(data, path)`` through a temporary file and a rename (``safe_io.replacing``)."""
     if getattr(dump, "_seqprune_atomic", False):
         return dump
 
     def wrapper(data, f, *args, **kwargs):
-        f = str(f)
-        tmp = f"{f}.seqprune-tmp.{f.rsplit('.', 1)[-1]}"  # dump picks the format by the extension
-        try:
+        with replacing(f) as tmp:  # same extension: dump picks the format by it
             dump(data, tmp, *args, **kwargs)
-            os.replace(tmp, f)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     wrapper._seqprune_atomic = True
     return wrapper

@@ -14,11 +14,11 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from SequentialPrune.evaluation.protocols import paper_images
+from SequentialPrune.evaluation.safe_io import replacing
 
 # What VLMEvalKit 0.0.20's decode_base64_to_image converts to RGB itself before saving.
 _VLMEVAL_CONVERTS = ("RGBA", "P", "LA")
@@ -61,13 +61,8 @@ def _rgb_where_needed(payload: str, path: Path) -> None:
         image.save(io.BytesIO(), format=fmt)
     except (OSError, KeyError, ValueError):  # e.g. "cannot write mode CMYK as PNG"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with replacing(path) as tmp:
             image.convert("RGB").save(tmp, format=fmt)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
 def dump_for(dataset, protocol: str, orig: Callable) -> Callable:
