@@ -96,14 +96,18 @@ class PrunedModel:
                               "the token ids, so the value found is used)")
         return sys_len, n_img
 
-    def effective_generation(self) -> dict:
-        """The arguments generate decodes with: the checkpoint's generation_config updated with ours, as
-        transformers merges them (every value that differs from transformers' defaults, and the decoding ones)."""
+    def _call_kwargs(self) -> dict:
+        """What ``generate`` is called with: the protocol's arguments, and no KV cache in recompute mode."""
         kwargs = dict(self.generate_kwargs)
         if self.prune.cache_mode == "recompute" and self.prune.prunes:
             kwargs["use_cache"] = False
+        return kwargs
+
+    def effective_generation(self) -> dict:
+        """The arguments generate decodes with: the checkpoint's generation_config updated with ours, as
+        transformers merges them (every value that differs from transformers' defaults, and the decoding ones)."""
         cfg = copy.deepcopy(self.model.generation_config)
-        cfg.update(**kwargs)
+        cfg.update(**self._call_kwargs())
         out = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"}
         out.update({k: getattr(cfg, k, None) for k in DECODING_KEYS})
         return json.loads(json.dumps(out, sort_keys=True, default=str))
@@ -116,9 +120,7 @@ class PrunedModel:
                 record_generation(self.run.run_dir, self.effective_generation())
         index = self.rows.take(dataset)
         sys_len, n_img = self._check_lengths(inputs["input_ids"])
-        kwargs = dict(self.generate_kwargs)
-        if self.prune.cache_mode == "recompute" and self.prune.prunes:
-            kwargs["use_cache"] = False
+        kwargs = self._call_kwargs()
         self.timer.reset()
         self._first_prefill = None
         t0 = time.perf_counter()

@@ -43,5 +43,5 @@ def resolve_model(base: str, setting: EvalSetting, work_dir: str, twin: Optional
         proto["paper_tokenizer"] = "sentencepiece" if sentencepiece_file(path) else "checkpoint"
     own = replace(own, prune=prune)
     return ModelRun(base=base, family=spec.family, model_path=path, model_type=info.model_type,
-                    num_layers=info.num_layers, prune=prune, protocol=protocol_pairs(proto),
+                    num_layers=info.num_layers, protocol=protocol_pairs(proto),
                     run_dir=str(Path(work_dir) / registered_name(base, prune)), setting=own)

@@ -73,10 +73,13 @@ class ModelRun:
     model_path: str              # hub id or local directory
     model_type: str              # the checkpoint's config.model_type
     num_layers: int              # decoder layers of the checkpoint
-    prune: PruneConfig           # with the budget solved for this model
-    protocol: Tuple[Tuple[str, object], ...]  # protocol, dtype, attn_impl, max_new_tokens, images (sorted pairs)
+    protocol: Tuple[Tuple[str, object], ...]  # protocols.resolve's values as (key, value) pairs, in its order
     run_dir: str                 # <work dir>/<name>
-    setting: EvalSetting         # this model's flags (for the record), prune included
+    setting: EvalSetting         # this model's flags, with the pruning config solved for this model
+
+    @property
+    def prune(self) -> PruneConfig:
+        return self.setting.prune
 
     @property
     def name(self) -> str:

@@ -32,7 +32,8 @@ RULE = "original-jpeg"  # the identity's name of this rule (``image_files``)
 FOLDER = "seqprune-paper-jpeg"  # beside VLMEvalKit's own files, so the two rules never serve each other's
 
 
-def _missing(v) -> bool:
+def missing_cell(v) -> bool:
+    """An empty TSV cell (None, or the NaN pandas reads it as)."""
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
@@ -74,7 +75,7 @@ def original_image_files(line, folder: Path) -> Optional[List[str]]:
     names, as VLMEvalKit 0.0.20 does, so the harness's own rule serves them.
     """
     image = line["image"] if "image" in line else None
-    if _missing(image):
+    if missing_cell(image):
         return None
     folder = Path(folder)
     if isinstance(image, list):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -24,16 +23,12 @@ from SequentialPrune.evaluation.safe_io import replacing
 _VLMEVAL_CONVERTS = ("RGBA", "P", "LA")
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def _vlmeval_targets(line, img_root: str) -> List[Tuple[str, Path]]:
     """(payload, path) of each image VLMEvalKit 0.0.20's dump_image writes for ``line`` (its naming rules)."""
     from vlmeval.smp import toliststr
 
     image = line["image"] if "image" in line else None
-    if _missing(image):
+    if paper_images.missing_cell(image):
         return []
     root = Path(img_root)
     if isinstance(image, list):
