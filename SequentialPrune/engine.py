@@ -84,6 +84,38 @@ def _true_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
 _PER_TOKEN = ("attention_mask", "position_ids", "position_embeddings")
 
 
+class _GenerateCalls:
+    """Wraps ``model.generate`` to count this pruner's generate calls in progress, as a hook handle.
+
+    Inside ``generate(use_cache=False)`` each step's prefill extends the previous prompt, re-selecting the image
+    tokens every step (``cache_mode='recompute'``); outside ``generate`` such calls are independent prefills, as
+    log-likelihood scoring of a continuation makes them, and are allowed.
+    """
+
+    def __init__(self, pruner: "Pruner"):
+        model, inner = pruner.model, pruner.model.generate
+        self.model, self.pruner = model, pruner
+        self.previous = vars(model).get("generate")  # an instance override to put back, if any
+
+        def generate(*args, **kwargs):
+            pruner._generating += 1
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                pruner._generating -= 1
+
+        generate.__doc__, generate.__wrapped__ = inner.__doc__, inner
+        self.wrapper = model.generate = generate
+
+    def remove(self) -> None:
+        if vars(self.model).get("generate") is not self.wrapper:
+            return  # already undone
+        if self.previous is None:
+            del self.model.generate
+        else:
+            self.model.generate = self.previous
+
+
 class _ProbeDone(Exception):
     """Raised by the attention wrapper once a probe has its score: the probe needs no output."""
 
@@ -129,6 +161,7 @@ class Pruner:
         self._routes = []                     # (attention module, our callback) pairs routed by _install
         self._state: Optional[_Pass] = None   # the pass this model call belongs to (None: not ours to touch)
         self._last: Optional[_Pass] = None    # the latest prefill's pass, whose cache decode steps may extend
+        self._generating = 0                  # model.generate calls in progress (_GenerateCalls)
         self._orig_attn: Optional[str] = None
         self._install()
 
@@ -152,6 +185,7 @@ class Pruner:
             attn.route(self.attn_modules[i], cb)
             self._routes.append((self.attn_modules[i], cb))
         self._handles += self.adapter.install(self)
+        self._handles.append(_GenerateCalls(self))
 
     def remove(self) -> None:
         """Detach this pruner's hooks and restore the original attention implementation.
@@ -176,6 +210,13 @@ class Pruner:
         raise TypeError(
             f"cannot deep-copy a {type(self.model).__name__} while a SequentialPrune pruner is applied to it: "
             "call .remove() on the pruner, copy the model, then apply_pruning(...) to each copy")
+
+    def __reduce_ex__(self, protocol):
+        # Reached when a pruned model is pickled (torch.save of the whole model, multiprocessing): the hooks and
+        # the routed attention would not survive the trip. Refuse it with what to do instead.
+        raise TypeError(
+            f"cannot pickle a {type(self.model).__name__} while a SequentialPrune pruner is applied to it: call "
+            ".remove() first (or save model.state_dict()), then apply_pruning(...) again after loading")
 
     def __enter__(self) -> "Pruner":
         return self
@@ -295,7 +336,8 @@ class Pruner:
                                  "stay: put the question or the generation prompt after the image, and run the "
                                  "whole prompt in one prefill (no prefill_chunk_size)")
             last = self._last
-            if (cfg.cache_mode == "static" and call_args.get("use_cache") is False and last is not None
+            if (cfg.cache_mode == "static" and self._generating and call_args.get("use_cache") is False
+                    and last is not None
                     and last.input_ids is not None and last.input_ids.shape[0] == b and last.prompt_len < length
                     and torch.equal(last.input_ids, ids[:, :last.prompt_len].to(last.input_ids.device))):
                 raise ValueError("this prompt extends the previous one without a KV cache (generate(use_cache=False)"

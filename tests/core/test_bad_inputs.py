@@ -163,6 +163,31 @@ def test_static_mode_refuses_generating_without_the_cache(llava):
     model(**make_inputs("llava", seed=1), use_cache=False)
 
 
+def test_scoring_a_continuation_without_a_cache_is_two_fresh_prefills():
+    """The log-likelihood pattern: model(prompt) then model(prompt + answer), both without a cache. Outside
+    generate each call is its own prefill: the second equals the same call on a freshly pruned model."""
+    model = build_model("llava")
+    prompt = make_inputs("llava")
+    answer = torch.tensor([[7, 9, 11]])
+    longer = {**prompt, "input_ids": torch.cat([prompt["input_ids"], answer], 1),
+              "attention_mask": torch.ones(1, prompt["input_ids"].shape[1] + 3, dtype=torch.long)}
+    with torch.no_grad():
+        with apply_pruning(model, CFG) as pruner:
+            model(**prompt, use_cache=False)
+            got = model(**longer, use_cache=False).logits
+            assert pruner.stats.prefills == 2 and pruner.stats.seq_len == longer["input_ids"].shape[1]
+            with pytest.raises(ValueError, match="that is cache_mode='recompute'"):  # generate still refuses
+                model.generate(**prompt, max_new_tokens=2, use_cache=False, do_sample=False)
+            with pytest.raises(ValueError, match="that is cache_mode='recompute'"):  # a failed generate is over
+                model.generate(**prompt, max_new_tokens=2, use_cache=False, do_sample=False)
+            model(**prompt, use_cache=False)
+            assert torch.equal(model(**longer, use_cache=False).logits, got)
+        with apply_pruning(model, CFG):
+            want = model(**longer, use_cache=False).logits
+    assert torch.equal(got, want)
+    assert "generate" not in vars(model)  # remove() put the class's generate back
+
+
 def test_static_cache(llava):
     model, _ = llava
     with pytest.raises(ValueError, match="DynamicCache"):
@@ -246,3 +271,12 @@ def test_deep_copying_a_pruned_model_is_refused(llava):
     model, _ = llava
     with pytest.raises(TypeError, match=r"remove\(\).*copy.*apply_pruning"):
         copy.deepcopy(model)
+
+
+def test_pickling_a_pruned_model_is_refused(llava):
+    import pickle
+    model, pruner = llava
+    with pytest.raises(TypeError, match=r"cannot pickle.*remove\(\)"):
+        pickle.dumps(model)
+    pruner.remove()
+    assert pickle.loads(pickle.dumps(model)) is not None  # unpruned again: pickles as usual

@@ -10,6 +10,8 @@
   final ``.xlsx``) go through a temporary file and a rename (:func:`atomic_dump`),
   so a kill mid-write leaves the previous file whole instead of a cut one that
   every later resume would trust.
+* Each dataset's ``evaluate`` records which judge really scored it (``judges``): VLMEvalKit falls back to
+  exact matching, with only a warning, when the configured judge does not answer.
 * Blank questions of each built dataset are marked (``rows.mark_empty_questions``), so the
   row fails alone instead of VLMEvalKit's MCQ scoring failing the dataset.
 
@@ -24,6 +26,8 @@ from typing import Callable
 
 from SequentialPrune.evaluation.rows import mark_empty_questions as mark
 from SequentialPrune.evaluation.safe_io import guard, replacing
+
+from .judges import recording_judge
 
 
 # The modules whose `dump` writes predictions (the image, video and multi-turn inference loops).
@@ -69,7 +73,8 @@ def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions
     def build_dataset(*args, **kwargs):
         ds = build(*args, **kwargs)
         if ds is not None and hasattr(ds, "evaluate"):
-            ds.evaluate = guard(ds.evaluate)
+            ds.evaluate = recording_judge(guard(ds.evaluate), getattr(ds, "dataset_name", None)
+                                          or (args[0] if args else kwargs.get("dataset")))
         if ds is not None and mark_empty_questions:
             mark(getattr(ds, "data", None))
         return ds

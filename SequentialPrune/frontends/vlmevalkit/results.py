@@ -18,6 +18,7 @@ from SequentialPrune.evaluation.results.answers import count_answers
 from SequentialPrune.evaluation.results.summary import result_entry, write_results
 from SequentialPrune.evaluation.safe_io import read_json
 
+from .judges import judge_used
 from .run_files import RETRIED_FAIL_MSG, prediction_file
 
 # Skip reasons that mean no usable result; others (e.g. mode_infer, test splits) are expected.
@@ -101,7 +102,7 @@ def dataset_record(run_dir: Path, model: str, dataset: str, problem: Optional[st
     st = (read_json(Path(run_dir) / "status.json") or {}).get("datasets", {}).get(dataset, {})
     return result_entry(main_metric(dataset, st.get("metrics") or {}),
                         answer_counts(prediction_file(Path(run_dir), model, dataset)), problem,
-                        skip_reason=st.get("skip_reason"), judge=st.get("judge_model"),
+                        skip_reason=st.get("skip_reason"), judge=judge_used(run_dir, dataset) or st.get("judge_model"),
                         updated_at=st.get("updated_at"))
 
 
