@@ -321,7 +321,13 @@ def main(argv=None) -> int:
         return 1
     out = a.out or (a.work_dirs[0] / "seqprune_summary")
     print(to_markdown(rows, cols))
-    for path in write_outputs(rows, cols, out):
+    try:
+        written = write_outputs(rows, cols, out)
+    except OSError as e:  # the table is printed above; say why it is not saved, without a traceback
+        print(f"collect_results: error: cannot write {e.filename or out}: {e.strerror or e} (the table above was "
+              "not saved; choose another --out)", file=sys.stderr)
+        return 1
+    for path in written:
         print(f"wrote {path}")
     return 0
 

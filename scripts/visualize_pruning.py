@@ -253,9 +253,14 @@ def main(argv=None) -> int:
                           seed=a.seed, options=options or None)
     except ValueError as e:
         p.error(str(e))
+    try:  # before the model loads, so a wrong path costs no loading time
+        image = Image.open(a.image).convert("RGB")
+    except OSError as e:  # missing, unreadable or not an image (PIL's UnidentifiedImageError is an OSError)
+        p.error(f"--image {a.image}: {e.strerror or e}")
+    if not Path(a.out).resolve().parent.is_dir():
+        p.error(f"--out {a.out}: the folder {Path(a.out).resolve().parent} does not exist")
     processor, model = load(a.model_path, a.attn_impl)
-    layers = render(model, processor, Image.open(a.image).convert("RGB"), a.question, cfg, Path(a.out),
-                    a.max_new_tokens, a.system)
+    layers = render(model, processor, image, a.question, cfg, Path(a.out), a.max_new_tokens, a.system)
     print(f"wrote {a.out}: {len(layers)} panels (layers {layers})")
     return 0
 

@@ -6,7 +6,7 @@ exception in either ends the whole dataset there ("combination failed").
 :class:`RowGuard` notes the row whose prompt was built last (the stats log takes
 its index) and wraps both steps:
 
-* an empty question, or a prompt that cannot be built (truncated PNG, junk
+* an empty question, an image cell the front end marked unusable, or a prompt that cannot be built (truncated PNG, junk
   base64, a CMYK JPEG that cannot be saved as PNG, ...), and
 * an exception while generating
 
@@ -37,6 +37,9 @@ PLACEHOLDER = [dict(type="text", value="(seqprune: this row failed before genera
 # Written over a blank question when the dataset loads (the front end does it): VLMEvalKit's MCQ scoring calls
 # string functions on every row's question and would fail the whole dataset on the NaN a blank cell reads as.
 EMPTY_QUESTION = "(empty question: seqprune records this row as failed)"
+# Written over an image cell the harness could not read (the front end does it, with the reason), so that the
+# row fails alone here instead of the harness failing the dataset while it loads.
+UNUSABLE_IMAGE = "(seqprune: this row's image cell cannot be used) "
 
 
 def plain(v):
@@ -53,6 +56,17 @@ def empty_question(line) -> bool:
     if not hasattr(line, "get") or "question" not in line:
         return False
     return _blank(line.get("question"))
+
+
+def unusable_image(reason: str) -> str:
+    """The marker written over an unusable image cell, carrying ``reason``."""
+    return UNUSABLE_IMAGE + reason
+
+
+def image_cell_problem(line) -> Optional[str]:
+    """The reason carried by a row's image-cell marker (None: no marker)."""
+    cell = line.get("image") if hasattr(line, "get") else None
+    return cell[len(UNUSABLE_IMAGE):] if isinstance(cell, str) and cell.startswith(UNUSABLE_IMAGE) else None
 
 
 def mark_empty_questions(data) -> int:
@@ -132,6 +146,8 @@ class RowGuard:
         self.pending = None
         if empty_question(line):
             self.pending = "empty question (the TSV's question cell is blank)"
+        elif image_cell_problem(line) is not None:
+            self.pending = image_cell_problem(line)
         else:
             try:
                 return build(line, dataset)

@@ -87,6 +87,9 @@ def test_bad_rows_fail_alone_with_index_and_reason(rig, tmp_path):
     yn.loc[1, "image"] = base64.b64encode(buf.getvalue()).decode()               # CMYK JPEG: answered, as by the
     # original (the paper protocol saves it as JPEG, the hf one converts it to RGB; tests/eval/test_paper_images.py)
     yn.loc[4, "question"] = ""
+    yn.loc[2, "image"] = "/data/images/cat.jpg"  # a file path, and a short junk cell: VLMEvalKit reads either as
+    yn.loc[3, "image"] = "xyz"                   # another row's index and would stop the whole dataset loading
+    yn.loc[5, "image"] = str(yn.loc[0, "index"])  # a real reference to row 0's image: fine
     yn.to_csv(lmu / "Small_YN.tsv", sep="\t", index=False)
     work = tmp_path / "work"
 
@@ -94,23 +97,26 @@ def test_bad_rows_fail_alone_with_index_and_reason(rig, tmp_path):
     assert res.rc == 1, str(res)
     assert COMBINATION_FAILED not in res.out
     assert f"FAILED ROWS: {RUN} x Small_MCQ: failed rows: 3 of {SMALL} rows failed" in res.out, str(res)
-    assert f"FAILED ROWS: {RUN} x Small_YN: failed rows: 1 of {SMALL} rows failed" in res.out
+    assert f"FAILED ROWS: {RUN} x Small_YN: failed rows: 3 of {SMALL} rows failed" in res.out
+    assert "Small_YN.tsv: 2 row(s) (2, 3) will fail alone" in res.out  # said at launch
     assert f"50.00% (3/{SMALL})" in res.out  # VLMEvalKit's own infer_fail_rate counts them
     logged = {}
     for f in (work / RUN / "seqprune_failures").glob("*.jsonl"):
         for line in f.read_text().splitlines():
             rec = json.loads(line)
             logged[(rec["dataset"], rec["index"])] = rec["reason"]
-    assert set(logged) == {("Small_MCQ", 1), ("Small_MCQ", 2), ("Small_MCQ", 3), ("Small_YN", 4)}
+    assert set(logged) == {("Small_MCQ", 1), ("Small_MCQ", 2), ("Small_MCQ", 3), ("Small_YN", 2), ("Small_YN", 3),
+                           ("Small_YN", 4)}
+    assert "'/data/images/cat.jpg' is neither base64" in logged[("Small_YN", 2)] and "'xyz'" in logged[("Small_YN", 3)]
     assert "truncated" in logged[("Small_MCQ", 1)] and "cannot identify image" in logged[("Small_MCQ", 2)]
     assert "empty question" in logged[("Small_MCQ", 3)] and "empty question" in logged[("Small_YN", 4)]
-    for ds, bad in (("Small_MCQ", {1, 2, 3}), ("Small_YN", {4})):
+    for ds, bad in (("Small_MCQ", {1, 2, 3}), ("Small_YN", {2, 3, 4})):
         pred = predictions(work / RUN, ds)
         failed = {i for i, p in zip(pred["index"], pred["prediction"]) if str(p).startswith("Failed to obtain")}
         assert failed == bad and len(pred) == SMALL  # the other rows ran
         assert results_of(work / RUN)[ds]["failed_rows"] == len(bad)
     (row,), _ = cr.build_table([work])
-    assert row["Small_MCQ"] == row["Small_YN"] == "failed rows" and row["failed rows"] == 4
+    assert row["Small_MCQ"] == row["Small_YN"] == "failed rows" and row["failed rows"] == 6
 
 
 @contextmanager
@@ -281,3 +287,13 @@ def test_answers_are_checked_at_launch(rig, tmp_path):
     mcq.assign(answer=mcq["answer"].str.lower()).to_csv(lmu / "Small_MCQ.tsv", sep="\t", index=False)
     res = launch(rig.args(rig.llava, ["Small_MCQ"], tmp_path / "work"), rig.env_for(lmu))
     assert res.rc == 0 and "are not option letters" in res.out, str(res)
+
+
+def test_image_cells_follow_vlmevalkits_reference_rule():
+    """A cell of at most 64 characters names another row, which must hold image data (longer than 64)."""
+    from SequentialPrune.frontends.vlmevalkit.image_cells import unusable_cells
+
+    data = "iVBORw0KGgo" + "A" * 80
+    bad = unusable_cells([0, 1, 2, 3, 4, 5], [data, "0", "1", "img/a.png", float("nan"), "A" * 65])
+    assert set(bad) == {"2", "3"}  # "1" names a row that is itself a reference; a path names no row
+    assert "'img/a.png' is neither base64" in bad["3"]

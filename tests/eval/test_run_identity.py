@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from eval_helpers import EVAL_DIR, REPO, launch, stats_lines
 from run_rig import RUN, SMALL, md5, setting_of
 
@@ -195,3 +196,30 @@ def test_qwen_max_pixels_above_the_processor_is_recorded_as_effective(rig, tmp_p
     tokens = {r["n_image_tokens"] for r in stats_lines(run_dir)}
     # VLMEvalKit's min_pixels (1003520) upsizes the 112 px images; the processor then caps them at 980 x 980.
     assert tokens == {1225} and 1225 * 28 * 28 <= rec["effective"]["max_pixels"]
+
+
+@pytest.mark.parametrize("text", ['{"model_name": "llava_seqpr', '["not", "a", "record"]', '{"identity": 3}'])
+def test_a_setting_record_cut_short_or_edited_by_hand_is_refused(tmp_path, text):
+    from SequentialPrune.evaluation.run_folder import identity as idm
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / idm.SETTING_FILE).write_text(text)
+    for check in (lambda: idm.check_not_stale(run_dir, {"model": "x"}),
+                  lambda: idm.content_changes(run_dir, {}, {}, True),
+                  lambda: idm.write_setting(run_dir, "x", {}, {}, [], {}, 1, [])):
+        with pytest.raises(RuntimeError, match="is not a setting record .*move that folder away"):
+            check()
+    assert (run_dir / idm.SETTING_FILE).read_text() == text  # never overwritten
+
+
+def test_the_code_fingerprint_covers_the_library_the_core_and_its_own_front_end():
+    from SequentialPrune.evaluation.run_folder.fingerprint import code_fingerprint
+
+    every = set(code_fingerprint()["files"])
+    ours = set(code_fingerprint("vlmevalkit")["files"])
+    others = {f for f in every if f.startswith("SequentialPrune/frontends/") and f.count("/") > 2
+              and not f.startswith("SequentialPrune/frontends/vlmevalkit/")}
+    assert {"SequentialPrune/engine.py", "SequentialPrune/evaluation/rows.py",
+            "SequentialPrune/frontends/vlmevalkit/launch.py"} <= ours
+    assert ours == every - others and not any("/testing/" in f for f in every)

@@ -105,6 +105,16 @@ def test_missing_dataset_column_and_outputs(work, tmp_path, capsys):
     assert "BenchC" in capsys.readouterr().out
 
 
+def test_an_unwritable_out_is_one_line_after_the_table(work, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert cr.main([str(work), "--out", str(blocker / "table")]) == 1
+    out, err = capsys.readouterr()
+    assert "BenchA" in out  # the table was printed first
+    assert err.startswith("collect_results: error: cannot write ") and "choose another --out" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_no_baseline_means_no_relative_numbers(tmp_path):
     make_run(tmp_path, PruneConfig("sequential", 0.75, 2), {"BenchA": ok(10.0), "BenchB": ok(20.0)},
              stats=[("BenchA", 0, 0.01, 50, 100, 30)])

@@ -52,6 +52,16 @@ def test_visualizer_rejects_bad_flags(tmp_path, picture, capsys):
         main(["--model-path", "unused", "--image", str(picture), "--question", "q", "--method", "dart",
               "--option", "stages=2"])
     assert "unknown option(s) ['stages']" in capsys.readouterr().err
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("not an image")
+    for image, words in ((tmp_path / "missing.png", "No such file"), (not_image, "cannot identify image")):
+        with pytest.raises(SystemExit):  # before any model loads ("unused" is no checkpoint)
+            main(["--model-path", "unused", "--image", str(image), "--question", "q"])
+        assert f"--image {image}: " in (err := capsys.readouterr().err) and words in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["--model-path", "unused", "--image", str(picture), "--question", "q", "--out",
+              str(tmp_path / "no" / "such" / "v.png")])
+    assert "does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("family", ["llava_onevision", "internvl"])

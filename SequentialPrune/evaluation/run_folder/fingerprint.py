@@ -144,15 +144,22 @@ def _git(args: List[str], cwd: Path) -> Optional[str]:
         return None
 
 
-def code_fingerprint() -> dict:
-    """sha256 of the code that shapes prompts and pruning, as imported by this process."""
+def _shapes_runs_of(parts: tuple, frontend: Optional[str]) -> bool:
+    """Whether the package file at ``parts`` (relative to the package) can change a run of ``frontend``."""
+    if "__pycache__" in parts or parts[0] == "testing":  # the test references: a run never imports them
+        return False
+    # Another harness's front end cannot change this one's results (None: every front end counts).
+    return frontend is None or parts[0] != "frontends" or len(parts) < 3 or parts[1] == frontend
+
+
+def code_fingerprint(frontend: Optional[str] = None) -> dict:
+    """sha256 of the code that shapes prompts and pruning, as imported by this process: the library, the
+    evaluation core and the front end ``frontend`` (a folder of ``SequentialPrune/frontends``; None: all)."""
     import SequentialPrune
 
     root = Path(SequentialPrune.__file__).resolve().parent
-    # Not the test references (SequentialPrune/testing): a run never imports them.
     files = {f"SequentialPrune/{path.relative_to(root)}": _sha256_file(path)[:16]
-             for path in sorted(root.rglob("*.py"))
-             if "__pycache__" not in path.parts and path.relative_to(root).parts[0] != "testing"}
+             for path in sorted(root.rglob("*.py")) if _shapes_runs_of(path.relative_to(root).parts, frontend)}
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
     packages = {}
     for name in PROMPT_PACKAGES:

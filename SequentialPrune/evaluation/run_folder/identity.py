@@ -57,9 +57,28 @@ def identity(model_kwargs: dict, dtype: str, base: str) -> dict:
     return json.loads(json.dumps(kw, sort_keys=True, default=str))
 
 
+def read_setting(run_dir: Path) -> Optional[dict]:
+    """The run folder's setting record; None if there is none. A file that is there but is no record (cut short,
+    edited by hand) raises, since what made the folder's results would be unknown."""
+    path = Path(run_dir) / SETTING_FILE
+    if not path.exists():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+        problem = None if isinstance(rec, dict) and isinstance(rec.get("identity"), dict) else \
+            "not an object with an identity"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problem = f"{type(e).__name__}: {e}"
+    if problem:
+        raise RuntimeError(f"{path} is not a setting record ({problem}); what produced the results in {run_dir} "
+                           "cannot be checked: move that folder away, or use another --work-dir")
+    return rec
+
+
 def check_not_stale(run_dir: Path, ident: dict) -> None:
-    """Raise if ``run_dir`` holds results of a different identity (they would be silently reused)."""
-    old = read_json(run_dir / SETTING_FILE)
+    """Raise if ``run_dir`` holds results of a different identity (they would be silently reused), or a
+    setting record that cannot be read."""
+    old = read_setting(run_dir)
     if old is None:
         stray = [p.name for p in run_dir.glob(f"{run_dir.name}_*") if p.is_file()] if run_dir.is_dir() else []
         if stray:
@@ -90,7 +109,7 @@ def content_changes(run_dir: Path, content: dict, with_files: Dict[str, list], a
     dataset.
     """
     run_dir = Path(run_dir)
-    rec = read_json(run_dir / SETTING_FILE)
+    rec = read_setting(run_dir)
     if rec is None:
         return []
     datasets = list(with_files)
@@ -118,7 +137,7 @@ def content_changes(run_dir: Path, content: dict, with_files: Dict[str, list], a
 
 def unverifiable(run_dir: Path, content: dict) -> List[str]:
     """Fingerprints that cannot be compared (e.g. a hub id not in the local cache); warned about, not refused."""
-    rec = read_json(Path(run_dir) / SETTING_FILE) or {}
+    rec = read_setting(run_dir) or {}
     old = rec.get("content", {}).get("checkpoint", {})
     new = content["checkpoint"]
     if new.get("kind") == "hub" and old.get("kind") == "hub" and not (old.get("revision") and new.get("revision")):
@@ -138,7 +157,7 @@ def write_setting(run_dir: Path, name: str, ident: dict, setting_dict: dict, dat
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / SETTING_FILE
-    rec = read_json(path) or {"model_name": name, "identity": ident, "setting": setting_dict, "launches": []}
+    rec = read_setting(run_dir) or {"model_name": name, "identity": ident, "setting": setting_dict, "launches": []}
     rec["setting"] = setting_dict
     if content is not None:
         old = rec.get("content", {})

@@ -187,7 +187,7 @@ def main(argv=None) -> int:
             from .dist_fallback import install_gloo_fallback
             install_gloo_fallback()
         hooks.install(vrun, functools.partial(_dataset_done, registered, work_dir, args.mode),
-                      mark_empty_questions=set(args.model) <= registered)
+                      rows_fail_alone=set(args.model) <= registered)
         try:
             vrun.run_task(args)
         except (safe_io.WriteFailed, OSError) as e:

@@ -12,6 +12,8 @@
   every later resume would trust.
 * Each dataset's ``evaluate`` records which judge really scored it (``judges``): VLMEvalKit falls back to
   exact matching, with only a warning, when the configured judge does not answer.
+* Image cells VLMEvalKit would stop the dataset on (a file path, a short junk cell) are marked as the
+  dataset loads (``image_cells``), so the row fails alone with the reason.
 * Blank questions of each built dataset are marked (``rows.mark_empty_questions``), so the
   row fails alone instead of VLMEvalKit's MCQ scoring failing the dataset.
 
@@ -27,6 +29,7 @@ from typing import Callable
 from SequentialPrune.evaluation.rows import mark_empty_questions as mark
 from SequentialPrune.evaluation.safe_io import guard, replacing
 
+from . import image_cells
 from .judges import recording_judge
 
 
@@ -47,8 +50,9 @@ def atomic_dump(dump: Callable) -> Callable:
     return wrapper
 
 
-def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions: bool = True) -> None:
-    """Install the hooks; ``mark_empty_questions`` only when every model of the launch is ours."""
+def install(vrun, on_done: Callable[[str, str, str], None], rows_fail_alone: bool = True) -> None:
+    """Install the hooks. ``rows_fail_alone`` (blank questions and unusable image cells marked) only when every
+    model of the launch is ours: only our models turn the markers into row failures."""
 
     if getattr(vrun, "_seqprune_hooks", False):
         return
@@ -75,7 +79,7 @@ def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions
         if ds is not None and hasattr(ds, "evaluate"):
             ds.evaluate = recording_judge(guard(ds.evaluate), getattr(ds, "dataset_name", None)
                                           or (args[0] if args else kwargs.get("dataset")))
-        if ds is not None and mark_empty_questions:
+        if ds is not None and rows_fail_alone:
             mark(getattr(ds, "data", None))
         return ds
 
@@ -83,6 +87,8 @@ def install(vrun, on_done: Callable[[str, str, str], None], mark_empty_questions
     vrun.upsert_run_status = guard(vrun.upsert_run_status)
     vrun.infer_data_job = guard(vrun.infer_data_job)
     vrun.build_dataset = build_dataset
+    if rows_fail_alone:
+        image_cells.install()
     for name in INFERENCE_MODULES:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "dump"):

@@ -68,6 +68,7 @@ def resolve_names(args, setting: EvalSetting, ns) -> List[str]:
 def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> Dict[str, ModelRun]:
     """Check what needs no model, and resolve each of our models once: its checkpoint, and the ratio that meets
     --prune-budget for its own layer and image-token counts. Returns {model name: ModelRun}."""
+    from . import image_cells
     from .datasets import answer_check, dataset_known, duplicated_indices, lmudata_root, register_local_datasets
     from .models import resolve
 
@@ -89,6 +90,14 @@ def check_static(args, setting: EvalSetting, ours: List[str], work_dir: str) -> 
             raise LaunchError(f"{tsv}: several rows share the index {', '.join(dup)}; VLMEvalKit keys each row's "
                               "answer and image by its index, so they would be answered about one image and "
                               "scored with one answer. Give every row its own index")
+        cells = image_cells.tsv_problems(tsv) if tsv.is_file() else {}
+        if cells:
+            rows = ", ".join(list(cells)[:10]) + (" ..." if len(cells) > 10 else "")
+            first = next(iter(cells.values()))
+            if set(args.model) - set(ours):
+                raise LaunchError(f"{tsv}: rows {rows}: {first}. VLMEvalKit stops the whole dataset on such a "
+                                  "cell; fix the cells (or run only our models, which fail those rows alone)")
+            note(f"warning: {tsv}: {len(cells)} row(s) ({rows}) will fail alone: {first}")
     for name, kind in setting.register_datasets:
         if name not in args.data:
             continue
@@ -168,7 +177,7 @@ def register_runs(args, runs: Dict[str, ModelRun], ns, lmudata: Path, locks: lis
     world = int(os.environ.get("WORLD_SIZE", 1))
     retry_failed = not args.keep_failed
     if RANK == 0:
-        code = code_fingerprint()
+        code = code_fingerprint("vlmevalkit")
         data_fp = datasets_fingerprint(lmudata, args.data)
     renamed = {}
     for base, run in runs.items():
