@@ -112,6 +112,17 @@ class PrunedModel:
         out.update({k: getattr(cfg, k, None) for k in DECODING_KEYS})
         return json.loads(json.dumps(out, sort_keys=True, default=str))
 
+    def _start_peak_memory(self) -> None:
+        if torch.cuda.is_available() and str(self.device).startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def _peak_memory(self):
+        """Peak GPU memory allocated since :meth:`_start_peak_memory` (None on CPU, where no per-call figure
+        exists)."""
+        if torch.cuda.is_available() and str(self.device).startswith("cuda"):
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return None
+
     def _generate(self, inputs, dataset) -> torch.Tensor:
         """Generate for one sample, log its stats, return the new token ids of row 0."""
         if not self._generation_recorded:  # once, after the model class has set its arguments (stop ids, ...)
@@ -123,6 +134,7 @@ class PrunedModel:
         kwargs = self._call_kwargs()
         self.timer.reset()
         self._first_prefill = None
+        self._start_peak_memory()
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(**inputs, **kwargs)
@@ -132,6 +144,7 @@ class PrunedModel:
         self.stats_log.write(dict(
             dataset=dataset, index=index, model=self.model_name, setting=self.prune.tag(),
             prefill_time_s=prefill_s, prefill_calls=len(self.timer.times), generate_time_s=total,
+            peak_memory_bytes=self._peak_memory(),
             new_tokens=int(new.numel()), tokens_before_image=sys_len, num_layers=self.pruner.num_layers,
             device=self.device, dtype=str(self.dtype).replace("torch.", ""), **stats))
         if n_img and stats.get("n_image_tokens") != n_img:

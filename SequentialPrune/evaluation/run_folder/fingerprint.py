@@ -28,7 +28,7 @@ import struct
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 FULL_HASH_ENV = "SEQPRUNE_HASH_WEIGHTS_UP_TO"
 FULL_HASH_DEFAULT = 256 * 2 ** 20
@@ -144,22 +144,24 @@ def _git(args: List[str], cwd: Path) -> Optional[str]:
         return None
 
 
-def _shapes_runs_of(parts: tuple, frontend: Optional[str]) -> bool:
-    """Whether the package file at ``parts`` (relative to the package) can change a run of ``frontend``."""
+def _shapes_runs_of(parts: tuple, frontends: Optional[Tuple[str, ...]]) -> bool:
+    """Whether the package file at ``parts`` (relative to the package) can change a run of ``frontends``."""
     if "__pycache__" in parts or parts[0] == "testing":  # the test references: a run never imports them
         return False
     # Another harness's front end cannot change this one's results (None: every front end counts).
-    return frontend is None or parts[0] != "frontends" or len(parts) < 3 or parts[1] == frontend
+    return frontends is None or parts[0] != "frontends" or len(parts) < 3 or parts[1] in frontends
 
 
-def code_fingerprint(frontend: Optional[str] = None) -> dict:
+def code_fingerprint(*frontends: str) -> dict:
     """sha256 of the code that shapes prompts and pruning, as imported by this process: the library, the
-    evaluation core and the front end ``frontend`` (a folder of ``SequentialPrune/frontends``; None: all)."""
+    evaluation core and the front ends named (folders of ``SequentialPrune/frontends``: the one running and any
+    it imports from; none named: all of them)."""
     import SequentialPrune
 
     root = Path(SequentialPrune.__file__).resolve().parent
+    wanted = frontends or None
     files = {f"SequentialPrune/{path.relative_to(root)}": _sha256_file(path)[:16]
-             for path in sorted(root.rglob("*.py")) if _shapes_runs_of(path.relative_to(root).parts, frontend)}
+             for path in sorted(root.rglob("*.py")) if _shapes_runs_of(path.relative_to(root).parts, wanted)}
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()[:16]
     packages = {}
     for name in PROMPT_PACKAGES:

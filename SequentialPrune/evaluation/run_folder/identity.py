@@ -83,14 +83,14 @@ def check_not_stale(run_dir: Path, ident: dict) -> None:
         stray = [p.name for p in run_dir.glob(f"{run_dir.name}_*") if p.is_file()] if run_dir.is_dir() else []
         if stray:
             raise RuntimeError(f"{run_dir} holds results ({', '.join(sorted(stray)[:3])}, ...) but no {SETTING_FILE}, "
-                               "so what produced them is unknown and VLMEvalKit would reuse them; use another "
+                               "so what produced them is unknown and a resume would reuse them; use another "
                                "--work-dir or move that folder away")
         return
     diff = sorted(k for k in set(old.get("identity", {})) | set(ident)
                   if old.get("identity", {}).get(k) != ident.get(k))
     if diff:
         details = "; ".join(f"{k}: {old.get('identity', {}).get(k)!r} -> {ident.get(k)!r}" for k in diff)
-        raise RuntimeError(f"{run_dir} holds results of another setting ({details}); VLMEvalKit would reuse them. "
+        raise RuntimeError(f"{run_dir} holds results of another setting ({details}); a resume would reuse them. "
                            "Use another --work-dir or move that folder away")
 
 
