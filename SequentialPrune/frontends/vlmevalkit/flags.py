@@ -61,11 +61,11 @@ def _dataset_kind(text: str) -> Tuple[str, str]:
     return name, kind.lower()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "run.py", harness: str = "VLMEvalKit") -> argparse.ArgumentParser:
     # allow_abbrev=False: otherwise --model would be taken as an abbreviation of --model-path.
     p = argparse.ArgumentParser(
-        prog="run.py", allow_abbrev=False, add_help=False,
-        description="Sequential Prune flags; every other flag goes to VLMEvalKit's run.py.")
+        prog=prog, allow_abbrev=False, add_help=False,
+        description=f"Sequential Prune flags; every other flag goes to {harness}'s {prog}.")
     g = p.add_argument_group("pruning")
     g.add_argument("--prune-method", choices=sorted(METHODS), default=None,
                    help="pruning method (default: sequential, or what --use-fast-v implies); each method's other "
@@ -279,9 +279,10 @@ def _flag_names(msg: str) -> str:
     return msg
 
 
-def parse_flags(argv: Sequence[str]) -> Tuple[EvalSetting, List[str], argparse.Namespace]:
-    """Split ``argv`` into our setting and VLMEvalKit's arguments; raise SystemExit(2) with a message on error."""
-    parser = build_parser()
+def parse_flags(argv: Sequence[str], prog: str = "run.py") -> Tuple[EvalSetting, List[str], argparse.Namespace]:
+    """Split ``argv`` into our setting and the harness's arguments; raise SystemExit(2) with a message on error
+    (``prog``: the command named in it; another front end passes its own)."""
+    parser = build_parser(prog)
     args, rest = parser.parse_known_args(list(argv))
     try:
         setting = _setting(args)
