@@ -7,6 +7,7 @@
 # Environment overrides:
 #   VENV    where the environment goes [<repo>/.venv]
 #   PYTHON  interpreter that creates it [python3]; needs Python >= 3.10 and its venv module
+#   LMMS_EVAL  0 leaves lmms-eval out (scripts/install_lmms_eval.sh) [1]
 
 seqprune_install() {
     # $1: label for messages; $2: extra modules to import-check; $3: the demo script to suggest.
@@ -40,6 +41,9 @@ seqprune_install() {
     "$vpy" -m pip install -e "$repo[eval,test]"
     echo "== checking the imports"
     "$vpy" -c "import SequentialPrune, vlmeval${extra_imports:+, $extra_imports}; print('SequentialPrune', SequentialPrune.__version__, 'with vlmeval at', vlmeval.__path__[0])"
+    if [ "${LMMS_EVAL:-1}" != 0 ]; then  # the lmms-eval front end (eval/lmms-eval/README.md); LMMS_EVAL=0 skips it
+        VENV="$venv" bash "$repo/scripts/install_lmms_eval.sh"
+    fi
     cat <<MSG
 
 Installed into $venv. Next:

@@ -90,9 +90,24 @@ def evaluation_tables() -> Dict[str, Callable[[], Set[str]]]:
         from SequentialPrune.frontends.vlmevalkit.models import CLASSES
         return {t for family in CLASSES for t in FAMILIES[family]}
 
+    def milebench_classes():
+        from SequentialPrune.evaluation.catalog import FAMILIES
+        from SequentialPrune.frontends.milebench.models import CLASSES
+        return {t for family in CLASSES for t in FAMILIES[family]}
+
+    def lmms_eval_models():
+        from SequentialPrune.evaluation.catalog import FAMILIES, MODELS
+        from SequentialPrune.frontends.lmms_eval.model import BASE_BY_MODEL_TYPE
+        # each model type's base model must be of a family that runs that type
+        return {t for t, base in BASE_BY_MODEL_TYPE.items() if t in FAMILIES[MODELS[base].family]}
+
     return {"SequentialPrune/evaluation/catalog.py FAMILIES (the checkpoints the evaluation layer runs)": catalog_types,
             "SequentialPrune/evaluation/catalog.py MODELS (a model name per family)": with_a_model,
-            "SequentialPrune/frontends/vlmevalkit/models (a VLMEvalKit model class per family)": vlmevalkit_classes}
+            "SequentialPrune/frontends/vlmevalkit/models (a VLMEvalKit model class per family)": vlmevalkit_classes,
+            "SequentialPrune/frontends/milebench/models.py CLASSES (a MileBench model class per family)":
+                milebench_classes,
+            "SequentialPrune/frontends/lmms_eval/model.py BASE_BY_MODEL_TYPE (an lmms-eval model per model type)":
+                lmms_eval_models}
 
 
 TABLES.update(evaluation_tables())
