@@ -94,6 +94,7 @@ milebench_grid() {
     local d
     for d in "$out"/*/; do [ -f "$d/seqprune_setting.json" ] && names+=("$(basename "$d")"); done
     if [ "${#names[@]}" -gt 0 ]; then  # score.py's own lines (one per dataset it finds no eval.json for) to a log
+        rm -f "$out/result.csv"  # score.py appends, as the original's did: rebuilt here over every setting
         "$python" "$here/score.py" --result-dir "$out" --models "${names[@]}" > "$out/score.log" || failed+=("score.py")
         "$python" -m SequentialPrune.frontends.milebench.summary "$out" || failed+=("summary")
         echo "score.py's tables: $out/result.json, $out/result.csv; times: $out/execution_times.csv"

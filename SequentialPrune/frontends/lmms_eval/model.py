@@ -82,7 +82,14 @@ class SeqPruneLMM(PrunedModel, lmms):
         self._started = time.time()
         atexit.register(_at_exit, self.lock, run.run_dir, self.harness.get("output_path"), self.lmms_model_id,
                         self._started)
-        self._load_pruned(run)
+        try:
+            self._load_pruned(run)
+        except (WriteFailed, KeyboardInterrupt):
+            raise
+        except Exception as e:  # as above: lmms-eval would log it and exit 0, having run nothing
+            print(f"[seqprune] error: {run.name}: the model could not be loaded: {type(e).__name__}: "
+                  f"{str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
         self.pad_id = self.processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.processor.tokenizer.eos_token_id

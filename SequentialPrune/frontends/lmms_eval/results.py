@@ -37,7 +37,8 @@ def find_results_file(output_path: Optional[str], model_id: str, since: float) -
 def main_metric(task_result: dict) -> Optional[tuple]:
     """(name, value) of a task's first reported metric (``exact_match,none`` -> ``exact_match``)."""
     for key, value in task_result.items():
-        if key == "alias" or "_stderr" in key or not isinstance(value, (int, float)) or isinstance(value, bool):
+        if key in ("alias", "samples") or "_stderr" in key or not isinstance(value, (int, float)) \
+                or isinstance(value, bool):
             continue
         return key.split(",", 1)[0], float(value)
     return None

@@ -41,6 +41,7 @@ class MileBenchArgs:
     dump_inputs: Optional[str]
     batch_image: int
     reuse_despite_changes: bool
+    configured_max_new_tokens: Optional[int] = None  # --model_configs gen_kwargs (the per-set limits still apply)
 
 
 def harness_parser() -> argparse.ArgumentParser:
@@ -113,9 +114,9 @@ def parse(argv: List[str]):
             if not Path(cfg["model_dir"]).is_dir():
                 p.error(f"--model_configs: model_dir {cfg['model_dir']} is not a folder; give --model-path")
             setting = replace(setting, model_path=cfg["model_dir"])
-        new = (cfg.get("gen_kwargs") or {}).get("max_new_tokens")
-        if new and setting.max_new_tokens is None:
-            setting = replace(setting, max_new_tokens=int(new))
+    # the config's length replaces the default only: the original's per-set limits (DocVQA 100, OCR-VQA 50) still
+    # apply, where --max-new-tokens replaces both
+    configured = (cfg.get("gen_kwargs") or {}).get("max_new_tokens")
     from SequentialPrune.evaluation.protocols import PIXEL_FAMILIES
 
     from .models import PAPER_FAMILIES
@@ -123,8 +124,11 @@ def parse(argv: List[str]):
     if (setting.min_pixels or setting.max_pixels) and MODELS[base].family not in PIXEL_FAMILIES:
         p.error("--min-pixels/--max-pixels apply to Qwen models only")
 
-    if setting.protocol is None and MODELS[base].family not in PAPER_FAMILIES:
-        setting = replace(setting, protocol="hf")  # the original ran LLaVA only: the others run their templates
+    if MODELS[base].family not in PAPER_FAMILIES:  # the original ran LLaVA only: the others run their templates
+        if setting.protocol not in (None, "hf"):
+            p.error(f"--protocol {setting.protocol}: the original's MileBench worker ran LLaVA only; {base} runs its "
+                    "hf chat template here (--protocol hf)")
+        setting = replace(setting, protocol="hf")
     for flag, v in (("--combine_image", a.combine_image), ("--max-context-len", a.max_context_len),
                     ("--n-tokens-per-image", a.n_tokens_per_image)):
         if v is not None and v < 1:
@@ -135,7 +139,8 @@ def parse(argv: List[str]):
         max_context_len=a.max_context_len or int(cfg.get("max_context_len", 4096)),
         n_tokens_per_image=a.n_tokens_per_image or int(cfg.get("n_tokens_per_image", 576)),
         docvqa_ann=a.docvqa_ann, docvqa_img_dir=a.docvqa_img_dir, ocrvqa_dir=a.ocrvqa_dir,
-        dump_inputs=a.dump_inputs, batch_image=a.batch_image, reuse_despite_changes=ns.reuse_despite_changes)
+        dump_inputs=a.dump_inputs, batch_image=a.batch_image, reuse_despite_changes=ns.reuse_despite_changes,
+        configured_max_new_tokens=int(configured) if configured else None)
     return args, setting
 
 

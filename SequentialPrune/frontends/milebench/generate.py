@@ -93,8 +93,11 @@ def sample_builders(args: MileBenchArgs, dataset: str, tokenizer) -> List[Tuple[
     out = []
     for group in mdata.grouped(ann["data"]).values():
         for d in group:
-            out.append((d["sample_id"], lambda d=d: milebench_sample(d, instructions, folder, dataset, tokenizer,
-                                                                      budget, args.combine_image)))
+            def build(d=d):
+                return milebench_sample(d, instructions, folder, dataset, tokenizer, budget, args.combine_image)
+
+            build.response = d.get("response")  # the record's gt_response even when the prompt cannot be built
+            out.append((d["sample_id"], build))
     return out
 
 
@@ -171,7 +174,8 @@ def generate_dataset(model, args: MileBenchArgs, run_dir: Path, dataset: str) ->
         sample, answer = model.answer(sid, build, dataset)
         elapsed += time.perf_counter() - t0
         rec = dict(sample_id=sid, image=list(map(str, sample.image_names)) if sample else [],
-                   question=sample.context if sample else "", gt_response=sample.response if sample else None,
+                   question=sample.context if sample else "",
+                   gt_response=sample.response if sample else getattr(build, "response", None),
                    gen_model_id=model.model_name, pred_response=answer,
                    gen_kwargs=json.loads(json.dumps(model.generate_kwargs, default=str)))
         safe_io.append_line(partial_file(ds_dir, dist.rank()), json.dumps(rec, ensure_ascii=False))
@@ -198,8 +202,8 @@ def score_dataset(args: MileBenchArgs, run_dir: Path, dataset: str, records: Lis
     try:
         result = evaluate_dataset(args.data_dir, dataset, run_dir, args.adv)
         metric = main_metric(dataset, result)
-    except (ValueError, FileNotFoundError, AssertionError, KeyError) as e:
-        entry = result_entry(None, counts, problem=f"not scored: {e}", group=group_of(dataset))
+    except (ValueError, FileNotFoundError, AssertionError, KeyError, AttributeError, TypeError) as e:
+        entry = result_entry(None, counts, problem=f"not scored: {type(e).__name__}: {e}", group=group_of(dataset))
         return entry, entry["problem"]
     # the group and the image-quantity levels, for tables per group and per level
     entry = result_entry(metric, counts, group=group_of(dataset),
@@ -227,7 +231,7 @@ def _resolve(args: MileBenchArgs, setting):
             note(f"WARNING: {run.model_path} ships no tokenizer.model: the prompts are cut and re-decoded, and the ids "
                  "built, with its fast tokenizer, not the original's slow one; add the LLaMA tokenizer.model "
                  "(llava-hf/llava-1.5-7b-hf ships it) to reproduce them")
-    values = dict(run.options, **decoding_values(setting.max_new_tokens),
+    values = dict(run.options, **decoding_values(setting.max_new_tokens, args.configured_max_new_tokens),
                   max_context_len=args.max_context_len, n_tokens_per_image=args.n_tokens_per_image,
                   combine_image=args.combine_image, adv=args.adv)
     return replace(run, protocol=protocol_pairs(values))
@@ -271,18 +275,16 @@ def _prepare_folder(run, args: MileBenchArgs, sources: Dict[str, Path], argv: Li
 
 
 def _finish(args: MileBenchArgs, run, entries: Dict[str, dict], problems: List[str]) -> int:
-    from .scoring_tables import write_tables
-
     run_dir = Path(run.run_dir)
     for ds, e in entries.items():
         if e["value"] is not None:
             note(f"{run.name} x {ds}: {e['metric']} = {e['value']:.4f}; {e['samples']} answers, "
                  f"{e['empty_answers']} empty, {e['failed_rows']} failed")
-    try:
-        write_tables(args.output_dir, [run_dir.name], quiet=True)
-        note(f"tables: {Path(args.output_dir) / 'result.json'}, result.csv (score.py's)")
-    except ValueError as e:
-        problems.append(str(e))
+    # score.py's result.json / result.csv gather several settings (and result.csv is appended to, as the
+    # original's is): built by score.py over the settings wanted, never here from this one setting alone
+    note(f"the original's tables: python eval/MileBench/score.py --result-dir {args.output_dir} --models "
+         f"{run_dir.name} [other settings]; ours: python -m SequentialPrune.frontends.milebench.summary "
+         f"{args.output_dir}")
     for p in problems:
         print(f"[seqprune] {p}", file=sys.stderr)
     return 1 if problems else 0

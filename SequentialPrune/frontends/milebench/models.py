@@ -27,9 +27,10 @@ MIN_NEW_TOKENS = 1
 AUTOCAST = "bfloat16"  # the worker's torch.cuda.amp.autocast(dtype=torch.bfloat16)
 
 
-def decoding_values(max_new_tokens_flag) -> dict:
-    """The protocol values this front end adds to a run (they enter its identity)."""
-    return dict(milebench_max_new_tokens=max_new_tokens_flag or MAX_NEW_TOKENS,
+def decoding_values(max_new_tokens_flag, configured=None) -> dict:
+    """The protocol values this front end adds to a run (they enter its identity): ``--max-new-tokens`` replaces
+    every limit; a ``--model_configs`` length (``configured``) only the default one, as in the original."""
+    return dict(milebench_max_new_tokens=max_new_tokens_flag or configured or MAX_NEW_TOKENS,
                 milebench_dataset_max_new_tokens={} if max_new_tokens_flag else dict(DATASET_MAX_NEW_TOKENS),
                 min_new_tokens=MIN_NEW_TOKENS)
 

@@ -257,8 +257,8 @@ def evaluate_main(argv=None) -> int:
     a = p.parse_args(argv)
     try:
         evaluate_dataset(a.data_dir, a.dataset, a.result_dir.rstrip("/"), a.adv)
-    except (ValueError, FileNotFoundError, AssertionError) as e:
-        print(f"evaluate.py: error: {e}")
+    except (ValueError, FileNotFoundError, AssertionError, KeyError) as e:  # KeyError: an id the annotation lacks
+        print(f"evaluate.py: error: {type(e).__name__}: {e}")
         return 1
     print("Done eval\n\n")
     return 0

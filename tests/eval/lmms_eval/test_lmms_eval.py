@@ -199,6 +199,22 @@ def test_unknown_model_arg_fails_before_loading(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing made, nothing read: the absent checkpoint was never opened
 
 
+def test_a_model_that_cannot_load_stops_the_command(tmp_path, capsys):
+    import shutil
+
+    from lmms_eval.models import get_model
+
+    ckpt = tmp_path / "no-weights"
+    ckpt.mkdir()
+    shutil.copy(LLAVA / "config.json", ckpt / "config.json")  # a checkpoint's config, and nothing else
+    with pytest.raises(SystemExit) as e:  # lmms-eval would log the exception and exit 0
+        get_model("seqprune").create_from_arg_string(f"pretrained={ckpt},work_dir={tmp_path / 'work'}",
+                                                     {"batch_size": 1})
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "[seqprune] error: llava_seqprune_sequential" in err and "could not be loaded" in err
+
+
 def test_another_setting_in_the_run_folder_is_refused(llava_run, tmp_path, capsys):
     import shutil
 

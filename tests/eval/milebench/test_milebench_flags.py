@@ -31,13 +31,21 @@ def test_model_configs_yaml(tmp_path):
     cfg.write_text(f"llava-v1.5-7b:\n  model_name: llava-v1.5\n  model_dir: {CKPT}\n  gen_kwargs:\n"
                    "    max_new_tokens: 64\n  max_context_len: 2048\n  n_tokens_per_image: 100\n")
     args, s = parse("--dataset_name", "X", "--model_name", "llava-v1.5-7b", "--model_configs", str(cfg))
-    assert s.model_path == CKPT and s.max_new_tokens == 64
+    assert s.model_path == CKPT and s.max_new_tokens is None and args.configured_max_new_tokens == 64
     assert (args.max_context_len, args.n_tokens_per_image) == (2048, 100)
+    from SequentialPrune.frontends.milebench.models import decoding_values
+
+    # the original: the config's length is the default, DocVQA and OCR-VQA keep their own 100 and 50
+    values = decoding_values(s.max_new_tokens, args.configured_max_new_tokens)
+    assert values["milebench_max_new_tokens"] == 64
+    assert values["milebench_dataset_max_new_tokens"] == {"ANLS_DocVQA": 100, "Rouge_OCR_VQA": 50}
+    assert decoding_values(32, 64)["milebench_dataset_max_new_tokens"] == {}  # --max-new-tokens: every set
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset_name", "X", "--model_name", "InternVL-LLava-7B"], "transformers does not ship"),
     (["--dataset_name", "X", "--model_name", "gpt4"], "not one of ours"),
+    (["--dataset_name", "X", "--model_name", "qwen2vl_seqprune", "--protocol", "paper"], "ran LLaVA only"),
     (["--dataset_name", "X", "--model_name", "llava_seqprune", "--frobnicate"], "unknown arguments"),
     (["--dataset_name", "X", "--model_name", "llava_seqprune", "--register-dataset", "A=mcq"], "VLMEvalKit's"),
     (["--dataset_name", "X", "--model_name", "llava_seqprune", "--fast-v-agg-layer", "2"], "only take effect"),

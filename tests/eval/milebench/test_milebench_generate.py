@@ -115,7 +115,7 @@ def test_predictions_stats_and_a_bad_sample(first_run):
     assert set(results["SynthMCQ"]["image_quantity_levels"]) == {"Few", "Medium", "Many"}
     rows = list(csv.reader(open(out / "execution_times.csv")))
     assert rows[0] == ["name", "Elapsed Time (seconds)"] and len(rows) == 3 and float(rows[1][1]) > 0
-    assert (out / "result.json").is_file() and (out / "result.csv").is_file()
+    assert not (out / "result.csv").exists()  # score.py's tables, over the settings it is given, are its own
     from SequentialPrune.frontends.milebench.summary import rows as summary_rows
 
     (row,) = summary_rows(out)  # the one table over settings, efficiency columns from the stats
@@ -243,3 +243,20 @@ def test_torchrun_data_parallel_answers_each_sample_once(tmp_path):
     assert json.loads((run / "seqprune_setting.json").read_text())["launches"][-1]["world_size"] == 2
     assert main(args) == 0  # one process now: nothing left to generate
     assert sum(len(v) for v in per_rank.values()) == len(stats(run, "SynthShapesOpen"))
+
+
+def test_a_sample_whose_prompt_cannot_be_built_keeps_its_answer_key(tmp_path):
+    """Its pred.json record carries the annotation's response (scoring reads it), not None."""
+    from SequentialPrune.frontends.milebench.flags import parse
+    from SequentialPrune.frontends.milebench.generate import sample_builders
+    from transformers import AutoTokenizer
+
+    make_benchmark(tmp_path / "data")
+    ann = json.loads((tmp_path / "data" / "SynthOpen" / "SynthOpen.json").read_text())
+    ann["data"][1]["task_instruction_id"] = 7  # no such instruction: this sample's prompt cannot be built
+    (tmp_path / "data" / "SynthOpen" / "SynthOpen.json").write_text(json.dumps(ann))
+    args, _ = parse(argv(tmp_path / "data", tmp_path / "out"))
+    builders = dict(sample_builders(args, "SynthOpen", AutoTokenizer.from_pretrained(CKPT)))
+    with pytest.raises(IndexError):
+        builders[1]()
+    assert builders[1].response == "image 1" and builders[0]().response == "image 1"
