@@ -182,7 +182,7 @@ class SeqPruneLMM(PrunedModel, lmms):
                                       self.system_prompt)
                 tokens = self.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
             except Exception as e:
-                self._fail(task, doc_id, "prompt", e)
+                self._fail(task, doc_id, "prompt", e, req)
                 out.append(_scored(float("inf"), False))
                 continue
             try:
@@ -197,17 +197,19 @@ class SeqPruneLMM(PrunedModel, lmms):
             except (WriteFailed, KeyboardInterrupt):
                 raise
             except Exception as e:
-                self._fail(task, doc_id, "score", e)
+                self._fail(task, doc_id, "score", e, req)
                 out.append(_scored(float("inf"), False))
                 continue
             prefill_s, stats = self._first_prefill or (None, copy.copy(self.pruner.stats))
+            out.append(_scored(-logp / len(tokens), greedy))
+            if _padding(req):
+                continue
             self.stats_log.write(dict(
                 dataset=task, index=doc_id, continuation_index=req.idx, model=self.model_name,
                 setting=self.prune.tag(), prefill_time_s=prefill_s, prefill_calls=len(self.timer.times),
                 generate_time_s=total, continuation_tokens=len(tokens), batch_peak_memory_bytes=self._peak_memory(),
                 num_layers=self.pruner.num_layers, device=self.device, dtype=str(self.dtype).replace("torch.", ""),
                 **stats.to_dict()))
-            out.append(_scored(-logp / len(tokens), greedy))
         return out
 
     def generate_until_multi_round(self, requests):
@@ -283,16 +285,18 @@ class SeqPruneLMM(PrunedModel, lmms):
             inputs = build_inputs(self.processor, self.run, self.FAMILY, context, visuals, self.system_prompt)
             kwargs, until = self._gen_kwargs(task_kwargs)
         except Exception as e:
-            return self._fail(task, doc_id, "prompt", e)
+            return self._fail(task, doc_id, "prompt", e, req)
         n_img = int(torch.isin(inputs["input_ids"], self.pruner.visual_ids.cpu()).sum())
         key = (json.dumps(kwargs, sort_keys=True, default=str), n_img)
         return inputs, key, kwargs, until
 
-    def _fail(self, task: str, doc_id, stage: str, e: BaseException) -> str:
+    def _fail(self, task: str, doc_id, stage: str, e: BaseException, req: Optional[Instance] = None) -> str:
         wf = write_failure(e)
         if wf is not None:
             raise wf from None
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        if req is not None and _padding(req):  # the copy's original is recorded where it runs
+            return f"{FAILED_MARK} {task} doc {doc_id}: {reason}"
         rec = dict(dataset=task, index=doc_id, stage=stage, reason=reason, model=self.model_name, logged_at=time.time())
         append_line(f"{self.run.run_dir}/{FAILURES_DIR}/{safe_name(task)}.rank{run_record.rank()}.jsonl",
                     json.dumps(rec, default=str))
@@ -308,7 +312,7 @@ class SeqPruneLMM(PrunedModel, lmms):
             raise
         except Exception as e:
             if len(rows) == 1:
-                return [self._fail(reqs[0].task_name, reqs[0].doc_id, "generate", e)]
+                return [self._fail(reqs[0].task_name, reqs[0].doc_id, "generate", e, reqs[0])]
             # one bad row must not fail its batch: each row again alone (the same inputs as batch 1)
             return [a for r, row in zip(reqs, rows) for a in self._run_batch([r], [row])]
 
@@ -352,8 +356,9 @@ class SeqPruneLMM(PrunedModel, lmms):
                 num_layers=self.pruner.num_layers, device=self.device,
                 dtype=str(self.dtype).replace("torch.", ""), **row_stats))
             answers.append(text)
-        for line in lines:
-            self.stats_log.write(line)
+        for req, line in zip(reqs, lines):
+            if not _padding(req):
+                self.stats_log.write(line)
         return answers
 
     def _effective(self, kwargs: dict) -> dict:
@@ -361,6 +366,12 @@ class SeqPruneLMM(PrunedModel, lmms):
         cfg.update(**kwargs)
         out = {k: v for k, v in cfg.to_diff_dict().items() if not k.startswith("_") and k != "transformers_version"}
         return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def _padding(req: Instance) -> bool:
+    """A copy lmms-eval adds so that every rank of a data-parallel run gets as many requests (its answer is
+    dropped): not a sample, so it gets no stats or failure line."""
+    return bool((req.metadata or {}).get("__padding_only__"))
 
 
 def _scored(loss: float, greedy: bool):

@@ -28,12 +28,14 @@ def task_dir(tmp_path_factory) -> Path:
     return write_task(tmp_path_factory.mktemp("lmms_task"), N_ROWS, broken=(BROKEN,))
 
 
-def launch(task_dir: Path, out: Path, model: str, model_args: str, batch: int, tasks: str = TASK
-           ) -> subprocess.CompletedProcess:
+def launch(task_dir: Path, out: Path, model: str, model_args: str, batch: int, tasks: str = TASK,
+           nproc: int = 1) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_CACHE=str(out / "hf_datasets"), TOKENIZERS_PARALLELISM="false")
     env.pop("LMMS_EVAL_PLUGINS", None)  # the entry point alone must find our models
-    cmd = [sys.executable, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--tasks", tasks,
+    runner = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
+                                                  f"--nproc-per-node={nproc}"]
+    cmd = [*runner, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--tasks", tasks,
            "--include_path", str(task_dir), "--batch_size", str(batch), "--output_path", str(out), "--log_samples"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -75,9 +77,10 @@ LLAVA_ARGS = f"pretrained={LLAVA},prune_method=fastv,prune_ratio=0.5,prune_layer
 QWEN_ARGS = "pretrained={},prune_method=fastv,prune_ratio=0.5,prune_layer=1"
 
 
-def run_lmms(task_dir, tmp_path_factory, model: str, model_args: str, batch: int, tasks: str = TASK) -> Run:
-    out = tmp_path_factory.mktemp(f"{model}_b{batch}")
-    return Run(out, launch(task_dir, out, model, model_args, batch, tasks))
+def run_lmms(task_dir, tmp_path_factory, model: str, model_args: str, batch: int, tasks: str = TASK,
+             nproc: int = 1) -> Run:
+    out = tmp_path_factory.mktemp(f"{model}_b{batch}_p{nproc}")
+    return Run(out, launch(task_dir, out, model, model_args, batch, tasks, nproc))
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +284,15 @@ def test_likelihood_scoring_picks_what_generation_answers(llava_b1, task_dir):
     assert all(s["image_tokens_per_layer"] == fastv_tokens(64, 12, 0.5, 2) and s["prefill_calls"] == 1 for s in lines)
     failed = (llava_b1.dir / "seqprune_failures" / f"{MC_TASK}.rank0.jsonl").read_text().splitlines()
     assert len(failed) == 4 and all(json.loads(f)["index"] == BROKEN for f in failed)
+
+
+def test_data_parallel_answers_each_sample_once(task_dir, tmp_path_factory, llava_b1):
+    """Two processes (torchrun; lmms-eval shards the documents and pads the shorter rank with a copy): the
+    batch-1 answers, one stats line per document (none for the padding copy), the failed row counted once."""
+    two = run_lmms(task_dir, tmp_path_factory, "seqprune_llava", LLAVA_ARGS, 2, nproc=2)
+    assert two.predictions == llava_b1.predictions
+    assert two.sample_stats() == llava_b1.sample_stats()  # Run refuses a document logged twice
+    ranks = sorted(f.name for f in (two.dir / "seqprune_stats").glob(f"{TASK}.rank*.jsonl"))
+    assert ranks == [f"{TASK}.rank0.jsonl", f"{TASK}.rank1.jsonl"]  # both processes answered
+    assert [f["index"] for f in two.failures] == [BROKEN]
+    assert (two.results[TASK]["samples"], two.results[TASK]["failed_rows"]) == (N_ROWS, 1)
