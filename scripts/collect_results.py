@@ -152,6 +152,8 @@ def efficiency(run: Run, datasets: Sequence[str], base: Optional[Run]) -> dict:
         out["prefill FLOPs (x unpruned)"] = sum(pruned) / sum(full)
     t = _mean([r.get("prefill_time_s") for r in recs.values()])
     out["prefill time ms"] = None if t is None else 1000 * t
+    peak = [r.get("peak_memory_bytes", r.get("batch_peak_memory_bytes")) for r in recs.values()]
+    out["peak memory GiB"] = max(peak) / 2**30 if peak and None not in peak else None  # None: CPU, not measured
     if base is not None and base.exists:
         shared = [k for k in recs if k in base.stats]  # the same samples in both runs
         mine = _mean([recs[k].get("prefill_time_s") for k in shared])
@@ -212,6 +214,35 @@ def _fmt(v, digits=2):
     return f"{v:.{digits}f}"
 
 
+LEVELS = ("Few", "Medium", "Many")  # MileBench's image-quantity levels
+
+
+def groups_of(runs: Sequence[Run], cols: Sequence[str]) -> Dict[str, List[str]]:
+    """{group: its datasets among ``cols``}, from the ``group`` the front end recorded per dataset (MileBench's
+    Realistic Temporal / Realistic Semantic / Diagnostic); empty when no front end recorded one."""
+    out: Dict[str, List[str]] = {}
+    for d in cols:
+        group = next((r.results[d].get("group") for r in runs if (r.results.get(d) or {}).get("group")), None)
+        if group:
+            out.setdefault(group, []).append(d)
+    return out
+
+
+def group_cells(run: Run, cells: dict, groups: Dict[str, List[str]]) -> dict:
+    """Each group's mean over its datasets ("incomplete" unless all are numbers), then each image-quantity
+    level's mean over the datasets that report it."""
+    out = {}
+    for group, members in groups.items():
+        nums = [cells[d] for d in members if isinstance(cells[d], float)]
+        out[f"{group} (mean)"] = sum(nums) / len(nums) if len(nums) == len(members) else "incomplete"
+    if groups:
+        for level in LEVELS:
+            vals = [(run.results.get(d) or {}).get("image_quantity_levels", {}).get(level)
+                    for d in cells if isinstance(cells[d], float)]
+            out[f"{level} images"] = _mean([float(v) for v in vals if v is not None])
+    return out
+
+
 def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = None,
                 models: Optional[Sequence[str]] = None, methods: Sequence[str] = ("fastv", "sequential"),
                 ratios: Sequence[float] = (), layers: Sequence[int] = (), step: float = 10.0,
@@ -224,6 +255,7 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
     if models:
         runs = [r for r in runs if r.model in models]
     cols = list(datasets or dict.fromkeys(d for r in runs for d in r.datasets))
+    groups = groups_of(runs, cols)
     base_of = {(str(r.work_dir), r.model): r for r in runs if r.prune.get("method") == "none" and not r.unreadable}
     rows = []
     for run in sorted(runs, key=lambda r: (str(r.work_dir), r.model, METHOD_ORDER.get(r.prune.get("method"), 9),
@@ -247,6 +279,7 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
             if all(isinstance(b, float) and b != 0 for b in base_cells):
                 rel = 100 * sum(cells[d] / b for d, b in zip(cols, base_cells)) / len(cols)
         row["% of unpruned"] = rel
+        row.update(group_cells(run, cells, groups))
         row.update(efficiency(run, cols, base))
         row.update(answer_counts(run, cols))
         marks = sorted({v for v in cells.values() if isinstance(v, str)})

@@ -164,3 +164,30 @@ def test_unreadable_run_folders_are_listed_and_the_rest_is_printed(work, capsys)
     assert any(r["status"] == "ok" for r in rows)
     assert cr.main([str(work), "--out", str(work / "table")]) == 0
     assert "unreadable" in (work / "table.md").read_text()
+
+
+def test_milebench_groups_and_image_quantity_levels(tmp_path):
+    """Datasets the front end files under a group (MileBench) get a mean column per group, and the
+    image-quantity levels a mean over the row's datasets; a group with a missing dataset is incomplete."""
+    def mb(v, group, levels):
+        return dict(ok(v), group=group, image_quantity_levels=levels)
+
+    ds = ["T1", "T2", "S1"]
+    wd = tmp_path / "wd"
+    make_run(wd, PruneConfig("none"), {"T1": mb(0.6, "Realistic Temporal", {"Few": 0.8, "Many": 0.4}),
+                                       "T2": mb(0.4, "Realistic Temporal", {"Few": 0.6}),
+                                       "S1": mb(0.9, "Realistic Semantic", {"Medium": 0.9})}, datasets=ds)
+    make_run(wd, PruneConfig("fastv", 0.5, 2), {"T1": mb(0.5, "Realistic Temporal", {"Few": 0.5})}, datasets=ds)
+    rows, cols = cr.build_table([wd])
+    full, cut = rows_by(rows)[("none", 0.0, None)], rows_by(rows)[("fastv", 0.5, 2)]
+    assert full["Realistic Temporal (mean)"] == pytest.approx(0.5)
+    assert full["Realistic Semantic (mean)"] == pytest.approx(0.9)
+    assert (full["Few images"], full["Medium images"], full["Many images"]) == (pytest.approx(0.7), 0.9, 0.4)
+    assert cut["Realistic Temporal (mean)"] == "incomplete" and cut["Realistic Semantic (mean)"] == "incomplete"
+    assert cut["Few images"] == 0.5 and cut["Many images"] is None
+    assert full["peak memory GiB"] is None  # no figure in the stats (CPU)
+
+
+def test_runs_without_groups_get_no_group_columns(work):
+    rows, _ = cr.build_table([work])
+    assert not any(k.endswith("(mean)") or k.endswith(" images") for k in rows[0])
