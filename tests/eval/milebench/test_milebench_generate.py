@@ -260,3 +260,36 @@ def test_a_sample_whose_prompt_cannot_be_built_keeps_its_answer_key(tmp_path):
     with pytest.raises(IndexError):
         builders[1]()
     assert builders[1].response == "image 1" and builders[0]().response == "image 1"
+
+
+@pytest.mark.parametrize("model_type, base", [("qwen2_vl", "qwen2vl_seqprune"), ("qwen3_vl", "qwen3vl_seqprune_2b"),
+                                              ("llava_onevision", "llava_onevision_seqprune"),
+                                              ("internvl", "internvl_seqprune")])
+def test_every_family_runs_multi_image_samples_pruned(tmp_path, model_type, base):
+    """The other families on their hf chat templates: every sample answered once (the two bad ones failed
+    alone), each pruned over all of its images' tokens together, by the schedule of that sample's own N."""
+    from scripts.tiny.families import BY_MODEL_TYPE
+    from SequentialPrune import PruneConfig
+    from SequentialPrune.frontends.milebench.generate import main
+
+    ckpt = BY_MODEL_TYPE[model_type](tmp_path / "ckpt", num_layers=4)
+    samples = make_benchmark(tmp_path / "data")
+    out = tmp_path / "out"
+    rc = main(["--data_dir", str(tmp_path / "data"), "--dataset_name", "SynthMCQ", "SynthOpen", "--model_name", base,
+               "--model-path", str(ckpt), "--output_dir", str(out), "--max-new-tokens", "2",
+               "--prune-method", "fastv", "--prune-ratio", "0.5", "--prune-layer", "1"])
+    assert rc == 1  # the missing and the corrupt image
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    cfg = PruneConfig("fastv", 0.5, 1)
+    for ds, want in samples.items():
+        preds = json.loads((run / ds / "pred.json").read_text())
+        assert sorted(p["sample_id"] for p in preds) == sorted(sid for sid, _ in want)
+        lines = stats(run, ds)
+        good = {sid for sid, _ in want if not (ds == "SynthMCQ" and sid in (2, 3))}
+        assert sorted(s["index"] for s in lines) == sorted(good)
+        for s in lines:
+            n = s["n_image_tokens"]
+            assert n > 0 and s["image_tokens_per_layer"] == cfg.tokens_per_layer(n, 4)
+        counts = {s["index"]: s["n_image_tokens"] for s in lines}
+        by_images = dict(want)
+        assert counts[max(good, key=by_images.get)] > counts[min(good, key=by_images.get)]  # more images, more tokens
