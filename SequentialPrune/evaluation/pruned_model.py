@@ -123,6 +123,13 @@ class PrunedModel:
             return int(torch.cuda.max_memory_allocated(self.device))
         return None
 
+    def stats_line(self, dataset, index, stats: dict, **measured) -> dict:
+        """One sample's stats line: what it is, the model and setting that ran it, what was measured, and the
+        pruner's stats (``stats``, as ``PruneStats.to_dict`` gives them)."""
+        return dict(dataset=dataset, index=index, model=self.model_name, setting=self.prune.tag(),
+                    prefill_calls=len(self.timer.times), **measured, num_layers=self.pruner.num_layers,
+                    device=self.device, dtype=str(self.dtype).replace("torch.", ""), **stats)
+
     def _generate(self, inputs, dataset) -> torch.Tensor:
         """Generate for one sample, log its stats, return the new token ids of row 0."""
         if not self._generation_recorded:  # once, after the model class has set its arguments (stop ids, ...)
@@ -141,12 +148,9 @@ class PrunedModel:
         total = time.perf_counter() - t0
         new = out[0, inputs["input_ids"].shape[1]:]
         prefill_s, stats = self._first_prefill or (None, self.pruner.stats.to_dict())
-        self.stats_log.write(dict(
-            dataset=dataset, index=index, model=self.model_name, setting=self.prune.tag(),
-            prefill_time_s=prefill_s, prefill_calls=len(self.timer.times), generate_time_s=total,
-            peak_memory_bytes=self._peak_memory(),
-            new_tokens=int(new.numel()), tokens_before_image=sys_len, num_layers=self.pruner.num_layers,
-            device=self.device, dtype=str(self.dtype).replace("torch.", ""), **stats))
+        self.stats_log.write(self.stats_line(
+            dataset, index, stats, prefill_time_s=prefill_s, generate_time_s=total,
+            peak_memory_bytes=self._peak_memory(), new_tokens=int(new.numel()), tokens_before_image=sys_len))
         if n_img and stats.get("n_image_tokens") != n_img:
             raise RuntimeError(f"the pruner saw {stats.get('n_image_tokens')} image tokens, the prompt has {n_img}")
         return new

@@ -204,12 +204,9 @@ class SeqPruneLMM(PrunedModel, lmms):
             out.append(_scored(-logp / len(tokens), greedy))
             if _padding(req):
                 continue
-            self.stats_log.write(dict(
-                dataset=task, index=doc_id, continuation_index=req.idx, model=self.model_name,
-                setting=self.prune.tag(), prefill_time_s=prefill_s, prefill_calls=len(self.timer.times),
-                generate_time_s=total, continuation_tokens=len(tokens), batch_peak_memory_bytes=self._peak_memory(),
-                num_layers=self.pruner.num_layers, device=self.device, dtype=str(self.dtype).replace("torch.", ""),
-                **stats.to_dict()))
+            self.stats_log.write(self.stats_line(
+                task, doc_id, stats.to_dict(), continuation_index=req.idx, prefill_time_s=prefill_s,
+                generate_time_s=total, continuation_tokens=len(tokens), batch_peak_memory_bytes=self._peak_memory()))
         return out
 
     def generate_until_multi_round(self, requests):
@@ -347,14 +344,11 @@ class SeqPruneLMM(PrunedModel, lmms):
             if row_stats["n_image_tokens"] != key[1]:
                 raise RuntimeError(f"the pruner saw {row_stats['n_image_tokens']} image tokens, the prompt has "
                                    f"{key[1]}")
-            lines.append(dict(
-                dataset=req.task_name, index=req.doc_id, model=self.model_name, setting=self.prune.tag(),
-                prefill_time_s=None if prefill_s is None else prefill_s / len(rows), batch_rows=len(rows),
-                batch_prefill_time_s=prefill_s, prefill_calls=len(self.timer.times),
+            lines.append(self.stats_line(
+                req.task_name, req.doc_id, row_stats, batch_rows=len(rows), batch_prefill_time_s=prefill_s,
+                prefill_time_s=None if prefill_s is None else prefill_s / len(rows),
                 generate_time_s=total / len(rows), new_tokens=stop, empty_answer=not text,
-                batch_peak_memory_bytes=peak,
-                num_layers=self.pruner.num_layers, device=self.device,
-                dtype=str(self.dtype).replace("torch.", ""), **row_stats))
+                batch_peak_memory_bytes=peak))
             answers.append(text)
         for req, line in zip(reqs, lines):
             if not _padding(req):
