@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import warnings
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch
 
@@ -123,6 +123,17 @@ class PrunedModel:
             return int(torch.cuda.max_memory_allocated(self.device))
         return None
 
+    def _measured(self, call: Callable):
+        """``call()`` under inference mode, with the prefill timer, the first prefill's record and the peak memory
+        reset before it: (its result, its seconds, the peak GPU memory in bytes or None on CPU)."""
+        self.timer.reset()
+        self._first_prefill = None
+        self._start_peak_memory()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = call()
+        return out, time.perf_counter() - t0, self._peak_memory()
+
     def stats_line(self, dataset, index, stats: dict, **measured) -> dict:
         """One sample's stats line: what it is, the model and setting that ran it, what was measured, and the
         pruner's stats (``stats``, as ``PruneStats.to_dict`` gives them)."""
@@ -139,18 +150,12 @@ class PrunedModel:
         index = self.rows.take(dataset)
         sys_len, n_img = self._check_lengths(inputs["input_ids"])
         kwargs = self._call_kwargs()
-        self.timer.reset()
-        self._first_prefill = None
-        self._start_peak_memory()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
-        total = time.perf_counter() - t0
+        out, total, peak = self._measured(lambda: self.model.generate(**inputs, **kwargs))
         new = out[0, inputs["input_ids"].shape[1]:]
         prefill_s, stats = self._first_prefill or (None, self.pruner.stats.to_dict())
         self.stats_log.write(self.stats_line(
             dataset, index, stats, prefill_time_s=prefill_s, generate_time_s=total,
-            peak_memory_bytes=self._peak_memory(), new_tokens=int(new.numel()), tokens_before_image=sys_len))
+            peak_memory_bytes=peak, new_tokens=int(new.numel()), tokens_before_image=sys_len))
         if n_img and stats.get("n_image_tokens") != n_img:
             raise RuntimeError(f"the pruner saw {stats.get('n_image_tokens')} image tokens, the prompt has {n_img}")
         return new

@@ -187,13 +187,8 @@ class SeqPruneLMM(PrunedModel, lmms):
                 continue
             try:
                 inputs = self._on_device(inputs)
-                self.timer.reset()
-                self._first_prefill = None
-                self._start_peak_memory()
-                t0 = time.perf_counter()
-                logp, greedy = continuation_logprob(self.model, inputs, tokens,
-                                                    recompute=self.prune.cache_mode == "recompute")
-                total = time.perf_counter() - t0
+                (logp, greedy), total, peak = self._measured(lambda: continuation_logprob(
+                    self.model, inputs, tokens, recompute=self.prune.cache_mode == "recompute"))
             except (WriteFailed, KeyboardInterrupt):
                 raise
             except Exception as e:
@@ -206,7 +201,7 @@ class SeqPruneLMM(PrunedModel, lmms):
                 continue
             self.stats_log.write(self.stats_line(
                 task, doc_id, stats.to_dict(), continuation_index=req.idx, prefill_time_s=prefill_s,
-                generate_time_s=total, continuation_tokens=len(tokens), batch_peak_memory_bytes=self._peak_memory()))
+                generate_time_s=total, continuation_tokens=len(tokens), batch_peak_memory_bytes=peak))
         return out
 
     def generate_until_multi_round(self, requests):
@@ -319,14 +314,7 @@ class SeqPruneLMM(PrunedModel, lmms):
         if not self._generation_recorded and run_record.rank() == 0:
             self._generation_recorded = True
             record_generation(self.run.run_dir, self._effective(kwargs))
-        self.timer.reset()
-        self._first_prefill = None
-        self._start_peak_memory()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, **kwargs)
-        total = time.perf_counter() - t0
-        peak = self._peak_memory()
+        out, total, peak = self._measured(lambda: self.model.generate(**inputs, **kwargs))
         prompt_len = inputs["input_ids"].shape[1]
         prefill_s, stats = self._first_prefill or (None, copy.copy(self.pruner.stats))
         answers, lines = [], []  # written once every row is decoded: a batch retried row by row logs each once
