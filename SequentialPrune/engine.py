@@ -17,14 +17,19 @@ How it works, in one place:
 - at decode steps, each pruned layer's cache holds only its kept tokens, so the
   full-length mask is gathered to the key positions that layer holds. When
   layer 0 itself is pruned (K = 0), the 2-D padding mask is gathered to layer
-  0's tokens on the way into the text model, since masks are sized from it.
+  0's tokens on the way into the text model, since masks are sized from it;
+- in a batch, each row follows its own plan (from its own image-token count).
+  After a pruning layer a row holds its kept tokens, right-aligned, and rows
+  that hold fewer than the longest are padded on the left with masked slots
+  (copies of the row's last token that no query sees as a key); the input's
+  own left padding is folded into these slots at the first pruning layer.
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache
@@ -32,7 +37,10 @@ from transformers.cache_utils import Cache, DynamicCache
 from . import attention_hooks as attn
 from .adapters import CoordsContext, adapter_for
 from .config import PruneConfig
-from .gather import decode_key_index, relative_index, take, take_mask, take_position_embeddings, take_position_ids
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask, flash_attention_mask
+
+from .gather import (build_mask, decode_key_index, hide_keys, relative_index, take, take_mask,
+                     take_position_embeddings, take_position_ids)
 from .scorers import ScoreInputs, keep_mask
 from .stats import PruneStats
 
@@ -40,10 +48,12 @@ from .stats import PruneStats
 @dataclass
 class _Pass:
     """State of one prefill and the decode steps that follow it."""
-    plan: Dict[int, int]
+    plan: Dict[int, List[int]]                  # layer -> image tokens each row keeps entering it
     prompt_len: int
-    n_image: int = 0                            # image tokens of the prompt (same in every row)
-    n_visual: int = 0                           # image tokens present now
+    n_image: List[int] = field(default_factory=list)    # per row: image tokens of the prompt
+    n_visual: List[int] = field(default_factory=list)   # per row: image tokens present now
+    n_real: List[int] = field(default_factory=list)     # per row: tokens present now, padding left out
+    padded: bool = False                        # the slots present now include padding
     visual: Optional[torch.Tensor] = None       # (B, n_cur) visual flags of the tokens present now
     valid: Optional[torch.Tensor] = None        # (B, n_cur) False for padding
     image_rank: Optional[torch.Tensor] = None   # (B, L) index of each token among the image tokens
@@ -54,7 +64,8 @@ class _Pass:
     need: Dict[int, Set[str]] = field(default_factory=dict)   # layer -> what its attention call must capture
     captured: Dict[int, dict] = field(default_factory=dict)
     layer_kept: Dict[int, torch.Tensor] = field(default_factory=dict)
-    layer_shift: Dict[int, int] = field(default_factory=dict)  # renumbering: tokens dropped before each layer
+    layer_valid: Dict[int, torch.Tensor] = field(default_factory=dict)   # pruned layers holding padding slots
+    layer_shift: Dict[int, Tuple[int, ...]] = field(default_factory=dict)  # renumbering: per row, dropped before
     decode_index: Dict[int, torch.Tensor] = field(default_factory=dict)
     gathered: dict = field(default_factory=dict)
     visited: Set[int] = field(default_factory=set)
@@ -82,6 +93,11 @@ def _true_positions(mask: torch.Tensor, count: int) -> torch.Tensor:
 
 
 _PER_TOKEN = ("attention_mask", "position_ids", "position_embeddings")
+
+
+def _with_new(valid: torch.Tensor, kv_len: int) -> torch.Tensor:
+    """A pruned layer's key validity at decode: its prompt slots', then every generated token (valid)."""
+    return torch.cat([valid, valid.new_ones(valid.shape[0], kv_len - valid.shape[1])], dim=1)
 
 
 class _GenerateCalls:
@@ -114,6 +130,17 @@ class _GenerateCalls:
             del self.model.generate
         else:
             self.model.generate = self.previous
+
+
+def _once(fn):
+    """``fn`` called at most once; later calls return the first result (one probe for all of a batch's rows)."""
+    done = []
+
+    def call():
+        if not done:
+            done.append(fn())
+        return done[0]
+    return call
 
 
 class _ProbeDone(Exception):
@@ -151,6 +178,7 @@ class Pruner:
         if not getattr(model, "_can_set_attn_implementation", lambda: True)():
             raise ValueError(f"{type(model).__name__} does not dispatch attention through AttentionInterface")
         self.scorer = config.make_scorer()
+        self._mask_kind = "bool"  # how this model's attention reads a mask (set by _install)
         self.score_dtype = config.score_dtype or "float32"
         self.stats = PruneStats(
             num_layers=self.num_layers, hidden_size=self.text_config.hidden_size,
@@ -171,6 +199,8 @@ class Pruner:
             raise ValueError("this model already has a pruner applied; call .remove() on it first")
         name = attn.ensure_registered(orig)
         self._orig_attn = orig
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS[orig]
+        self._mask_kind = "2d" if mask_fn is flash_attention_mask else "float" if mask_fn is eager_mask else "bool"
         self.model.set_attn_implementation({self.adapter.text_config_key: name})
         if self.text_config._attn_implementation != name:
             self.model.set_attn_implementation({self.adapter.text_config_key: orig})
@@ -225,7 +255,8 @@ class Pruner:
         self.remove()
 
     def kept_positions(self) -> Optional[torch.Tensor]:
-        """During a prefill, the (B, n) absolute positions of the tokens present now (None: all of them)."""
+        """During a prefill, the (B, n) absolute positions of the tokens present now (None: all of them); a
+        batch's padding slots hold their row's last position (a text token)."""
         st = self._state
         return None if st is None or st.decoding else st.kept_abs
 
@@ -317,17 +348,14 @@ class Pruner:
     def _start_prefill(self, ids, visual, has_pixels, call_args) -> None:
         cfg = self.config
         b, length = ids.shape
-        counts = visual.sum(dim=1)
-        n = int(counts.max())
+        counts = visual.sum(dim=1).tolist()
+        n = max(counts)
         mask2d = call_args.get("attention_mask")
         if has_pixels and n == 0:
             raise ValueError(
                 f"pixel inputs were given but input_ids hold no image token (ids {self.visual_ids.tolist()}); "
                 "the prompt must contain the processor's image placeholders (check the model's image_token_id)")
         if cfg.prunes and n > 0:
-            if bool((counts != n).any()):
-                raise ValueError(f"rows of the batch have different numbers of image tokens ({counts.tolist()}); "
-                                 "use batch size 1 or images that give equal token counts")
             if mask2d is not None and mask2d.dim() == 2 and bool((mask2d[:, -1] == 0).any()):
                 raise ValueError("right padding puts pad tokens last, but scores come from the last token: use "
                                  "left padding (processor.tokenizer.padding_side = 'left')")
@@ -343,19 +371,31 @@ class Pruner:
                 raise ValueError("this prompt extends the previous one without a KV cache (generate(use_cache=False)"
                                  "), which re-selects the image tokens at every step: that is cache_mode='recompute'"
                                  "; set it, or generate with the cache")
-        plan = cfg.plan(n) if (cfg.prunes and n > 0) else {}
-        st = _Pass(plan=plan, prompt_len=length, n_image=n, n_visual=n)
+        plan = self._batch_plan(counts) if (cfg.prunes and n > 0) else {}
+        padding = mask2d is not None and mask2d.dim() == 2
+        real = mask2d.bool().sum(dim=1).tolist() if padding else [length] * b
+        st = _Pass(plan=plan, prompt_len=length, n_image=counts, n_visual=list(counts), n_real=real)
         if plan:
             st.visual = visual
-            st.valid = mask2d.bool() if mask2d is not None and mask2d.dim() == 2 else torch.ones_like(visual)
+            st.valid = mask2d.bool() if padding else torch.ones_like(visual)
             st.image_rank = (torch.cumsum(visual.long(), dim=1) - 1).masked_fill(~visual, -1)
             for layer in plan:
                 if layer > 0:
                     st.need.setdefault(layer - 1, set()).update(self.scorer.needs)
             st.input_ids = ids
         self.scorer.reset()
-        self.stats.reset(n, length, b)
+        self.stats.reset(counts, real, length)
         self._state = self._last = st
+
+    def _batch_plan(self, counts: List[int]) -> Dict[int, List[int]]:
+        """``{layer: image tokens each row keeps entering it}``: every row's own plan (a batch-1 run's), over
+        the layers where any row prunes; a row keeps its count through the layers where it does not."""
+        plans = [self.config.plan(c) if c > 0 else {} for c in counts]
+        current, out = list(counts), {}
+        for layer in sorted(set().union(*plans)):
+            current = [p.get(layer, c) for p, c in zip(plans, current)]
+            out[layer] = list(current)
+        return out
 
     def _after_model_call(self, module, args, kwargs, output):
         st = self._state
@@ -381,7 +421,8 @@ class Pruner:
         base = st.layer_kept.get(0)
         for i, kept in st.layer_kept.items():
             if kept is not base:  # a layer holding layer 0's own tokens needs no gather
-                st.decode_index[i] = kept if base is None else relative_index(base, kept)
+                st.decode_index[i] = kept if base is None else \
+                    relative_index(base, kept, st.prompt_len, st.layer_valid.get(0))
 
     def _on_text_model(self, module, args, kwargs):
         st = self._state
@@ -394,9 +435,19 @@ class Pruner:
         if 0 not in st.layer_kept:
             return None
         mask = kwargs.get("attention_mask")
+        valid = st.layer_valid.get(0)
+        if mask is None and valid is not None:
+            # padding slots in layer 0 need a mask to hide them: the full-length one an unpadded input implies
+            ids = kwargs.get("input_ids")
+            q = ids.shape[1] if ids is not None else kwargs["inputs_embeds"].shape[1]
+            done = st.cache.layers[0].get_seq_length() - st.layer_kept[0].shape[1]
+            mask = torch.ones(valid.shape[0], st.prompt_len + done + q, dtype=torch.long, device=valid.device)
         if mask is not None and mask.dim() == 2:
             # layer 0 holds only its kept prompt tokens, and masks are sized from its cache
-            kwargs["attention_mask"] = take(mask, decode_key_index(st.layer_kept[0], st.prompt_len, mask.shape[-1]), 1)
+            mask = take(mask, decode_key_index(st.layer_kept[0], st.prompt_len, mask.shape[-1]), 1)
+            if valid is not None:
+                mask = hide_keys(mask, _with_new(valid, mask.shape[-1]))
+            kwargs["attention_mask"] = mask
         return args, kwargs
 
     def _on_layer(self, i: int, module, args, kwargs):
@@ -413,23 +464,26 @@ class Pruner:
         # every layer receives the same full-length mask, positions and RoPE tables
         full = {k: kwargs.get(k) for k in _PER_TOKEN}
         if i in st.plan:
-            self._layer_inputs(kwargs, full, st)  # those of the tokens present, for a probe
+            self._layer_inputs(kwargs, full, st, hidden.dtype)  # those of the tokens present, for a probe
             hidden = self._prune(i, module, hidden, kwargs, st)
         if st.kept_abs is not None:
-            self._layer_inputs(kwargs, full, st)
+            self._layer_inputs(kwargs, full, st, hidden.dtype)
             st.layer_kept[i] = st.kept_abs
+            if st.padded:
+                st.layer_valid[i] = st.valid
             if st.positions is not None:
-                st.layer_shift[i] = st.n_image - st.n_visual
-        self.stats.image_tokens_per_layer[i] = st.n_visual
+                st.layer_shift[i] = tuple(a - v for a, v in zip(st.n_image, st.n_visual))
+        self.stats.set_layer(i, st.n_visual)
         if hidden_in_args:
             return (hidden,) + tuple(args[1:]), kwargs
         kwargs["hidden_states"] = hidden
         return args, kwargs
 
-    def _layer_inputs(self, kwargs, full: dict, st: _Pass) -> None:
+    def _layer_inputs(self, kwargs, full: dict, st: _Pass, dtype: torch.dtype) -> None:
         """Set the layer's mask, positions and RoPE tables to those of the tokens present.
 
-        Gathered once per kept set: the layers after a pruning layer share it.
+        Gathered once per kept set: the layers after a pruning layer share it. Padding slots are hidden as
+        keys (a mask is built where the model gave none, as it does for an unpadded batch).
         """
         if st.kept_abs is None:
             kwargs.update({k: v for k, v in full.items() if k in kwargs})
@@ -442,6 +496,10 @@ class Pruner:
                             ("position_embeddings", take_position_embeddings)):
                 if full.get(key) is not None:
                     out[key] = fn(full[key], st.kept_abs)
+            if st.padded:
+                mask = out.get("attention_mask")
+                out["attention_mask"] = hide_keys(mask, st.valid) if mask is not None else \
+                    build_mask(self._mask_kind, st.kept_abs, st.kept_abs, st.valid, dtype)
             if st.positions is not None:  # renumbered: new positions, RoPE tables of the model's own rotary
                 out["position_ids"] = st.positions
                 out["position_embeddings"] = self._rope(full["position_embeddings"][0], st.positions)
@@ -454,32 +512,44 @@ class Pruner:
 
     def _on_decode_layer(self, i: int, args, kwargs, st: _Pass):
         idx = st.decode_index.get(i)
+        valid = st.layer_valid.get(i)
         mask = kwargs.get("attention_mask")
-        if idx is not None and mask is not None:
+        if idx is not None and (mask is not None or valid is not None):
             # layers after the last pruning layer share one kept set: gather their mask once per step
             tag = ("mask", id(mask), id(idx))
             if tag not in st.gathered:
-                base_len = st.prompt_len if 0 not in st.layer_kept else st.layer_kept[0].shape[1]
-                st.gathered[tag] = take(mask, decode_key_index(idx, base_len, mask.shape[-1]), -1)
+                if mask is not None:
+                    base_len = st.prompt_len if 0 not in st.layer_kept else st.layer_kept[0].shape[1]
+                    mask = take(mask, decode_key_index(idx, base_len, mask.shape[-1]), -1)
+                    if valid is not None:
+                        mask = hide_keys(mask, _with_new(valid, mask.shape[-1]))
+                else:  # no padding in the input, but this layer holds padding slots: they need a mask
+                    hidden = args[0] if args else kwargs["hidden_states"]
+                    q = hidden.shape[1]
+                    keys = _with_new(valid, st.cache.layers[i].get_seq_length() + q)
+                    key_pos = torch.zeros_like(keys, dtype=torch.long)  # decode queries see every prompt slot
+                    mask = build_mask(self._mask_kind, key_pos[:, :q], key_pos, keys, hidden.dtype)
+                st.gathered[tag] = mask
             kwargs["attention_mask"] = st.gathered[tag]
         shift = st.layer_shift.get(i)
-        if shift:
+        if shift and any(shift):
             pos = kwargs.get("position_ids")
             if pos is None:
                 raise RuntimeError("SequentialPrune: renumbered positions need the decoder's position_ids")
             tag = ("rope", id(pos), shift)
             if tag not in st.gathered:
                 like = kwargs["position_embeddings"][0]
-                st.gathered[tag] = (pos - shift, self._rope(like, pos - shift))
+                delta = torch.tensor(shift, device=pos.device)[:, None] if len(set(shift)) > 1 else shift[0]
+                st.gathered[tag] = (pos - delta, self._rope(like, pos - delta))
             kwargs["position_ids"], kwargs["position_embeddings"] = st.gathered[tag]
         return args, kwargs
 
     def _prune(self, i: int, layer, hidden: torch.Tensor, kwargs, st: _Pass) -> torch.Tensor:
         vis = st.visual
         b, n_cur = vis.shape
-        keep_k = min(st.plan[i], st.n_visual)
+        target = [min(k, v) for k, v in zip(st.plan[i], st.n_visual)]
         captured = st.captured.pop(i - 1, {})
-        if keep_k == st.n_visual:
+        if target == st.n_visual:
             return hidden
         for need in self.scorer.needs:
             if i > 0 and need not in captured:
@@ -488,28 +558,61 @@ class Pruner:
                     f"(was the attention implementation changed after apply_pruning?)")
         base = st.kept_abs if st.kept_abs is not None else \
             torch.arange(st.prompt_len, device=vis.device).expand(b, -1)
+        valid = st.valid.to(vis.device)
         image_index = st.image_rank.to(vis.device).gather(1, base)
         inp = ScoreInputs(
-            layer=i, keep=keep_k, visual=vis, valid=st.valid, hidden=hidden, image_index=image_index, token_index=base,
+            layer=i, keep=0, visual=vis, valid=valid, hidden=hidden, image_index=image_index, token_index=base,
             attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords,
-            probe=partial(self._probe, i, layer, hidden, kwargs),
+            probe=_once(partial(self._probe, i, layer, hidden, kwargs)),
             final_norm=self.adapter.final_norm(self.model))
-        keep = ~vis | keep_mask(self.scorer.select(inp), vis, keep_k, self.scorer.name)
-        rel = _true_positions(keep, n_cur - st.n_visual + keep_k)
+        keep = valid & (~vis | self._select(inp, target, st.n_visual))
+        # each row's kept tokens, right-aligned; a row keeping fewer than the most starts with padding slots,
+        # copies of its last token (always a kept text token) that the mask hides
+        real = [r - v + t for r, v, t in zip(st.n_real, st.n_visual, target)]
+        n_new = max(real)
+        rel = torch.sort(keep.to(torch.uint8), dim=1, stable=True).indices[:, n_cur - n_new:]
+        pad = None
+        if min(real) < n_new:
+            short = torch.tensor([n_new - r for r in real], device=vis.device)
+            pad = torch.arange(n_new, device=vis.device)[None, :] < short[:, None]
+            rel = rel.masked_fill(pad, n_cur - 1)
         if self.positions == "renumber":
             cur = st.positions if st.positions is not None else kwargs.get("position_ids")
             if cur is None:
                 raise RuntimeError("SequentialPrune: positions='renumber' needs the decoder's position_ids")
             cur = cur.to(vis.device).expand(b, -1) if cur.dim() == 2 else cur
-            dropped_before = torch.cumsum((~keep).long(), dim=1)
+            dropped_before = torch.cumsum((valid & ~keep).long(), dim=1)
             st.positions = (cur - dropped_before).gather(1, rel)
         st.kept_abs = base.gather(1, rel)
-        st.visual = vis.gather(1, rel)
-        st.valid = st.valid.to(vis.device).gather(1, rel)
-        st.n_visual = keep_k
-        img = st.image_rank.to(vis.device).gather(1, st.kept_abs.gather(1, _true_positions(st.visual, keep_k)))
+        st.visual = vis.gather(1, rel) if pad is None else vis.gather(1, rel) & ~pad
+        st.valid = torch.ones_like(st.visual) if pad is None else ~pad
+        st.padded = pad is not None
+        st.n_visual, st.n_real = target, real
+        k_max = max(target)
+        at = _true_positions(st.visual, k_max)
+        img = st.image_rank.to(vis.device).gather(1, st.kept_abs.gather(1, at))
+        if min(target) < k_max:
+            img = img.masked_fill(~st.visual.gather(1, at), -1)
         self.stats.kept_image_indices[i] = img
         return take(hidden, rel, 1)
+
+    def _select(self, inp: ScoreInputs, target: List[int], present: List[int]) -> torch.Tensor:
+        """(B, n) the image tokens each row keeps: rows that prune are scored in one call per kept count, so
+        each row's selection is its batch-1 selection; a row that does not prune here keeps all of its own."""
+        b = len(target)
+        groups: Dict[int, List[int]] = {}
+        for r in range(b):
+            if target[r] < present[r]:
+                groups.setdefault(target[r], []).append(r)
+        if len(groups) == 1 and len(next(iter(groups.values()))) == b:
+            return keep_mask(self.scorer.select(replace(inp, keep=target[0])), inp.visual, target[0],
+                             self.scorer.name)
+        out = inp.visual.clone()
+        for k, rows in groups.items():
+            sub = inp.subset(rows, k)
+            out[torch.tensor(rows, device=out.device)] = keep_mask(self.scorer.select(sub), sub.visual, k,
+                                                                   self.scorer.name)
+        return out
 
     def _probe(self, i: int, layer, hidden: torch.Tensor, kwargs) -> torch.Tensor:
         """Layer ``i``'s own last-token attention on ``hidden``: its input norm and attention module run

@@ -1,6 +1,8 @@
 """Index helpers that shrink per-token tensors to the kept positions."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 
@@ -53,6 +55,44 @@ def decode_key_index(kept: torch.Tensor, prompt_len: int, kv_len: int) -> torch.
     return torch.cat([kept, new], dim=1)
 
 
-def relative_index(base: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Per row, where each entry of ``kept`` sits in ``base`` (both ascending, ``kept`` a subset of ``base``)."""
-    return torch.searchsorted(base, kept.to(base.device))
+def relative_index(base: torch.Tensor, kept: torch.Tensor, length: int,
+                   base_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per row, the slot of ``base`` holding each position of ``kept`` (positions < ``length``).
+
+    Both hold absolute positions; ``base``'s padding slots (``base_valid`` False) are never pointed at, and a
+    position ``base`` does not hold gets slot 0 (the caller hides it).
+    """
+    b, n = base.shape
+    src = base if base_valid is None else base.masked_fill(~base_valid.to(base.device), length)
+    inverse = torch.zeros(b, length + 1, dtype=torch.long, device=base.device)
+    inverse.scatter_(1, src, torch.arange(n, device=base.device).expand(b, -1))
+    return inverse.gather(1, kept.to(base.device))
+
+
+MASK_KINDS = ("bool", "float", "2d")  # sdpa-style boolean, eager-style additive, flash-style (B, kv) padding
+
+
+def hide_keys(mask: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``mask`` (4-D boolean or additive, or a 2-D padding mask) with the keys where ``valid`` (B, kv) is False
+    hidden from every query."""
+    valid = valid.to(mask.device)
+    if mask.dim() == 2:
+        return mask * valid.to(mask.dtype)
+    v = valid[:, None, None, :]
+    if mask.dtype == torch.bool:
+        return mask & v
+    return mask.masked_fill(~v, torch.finfo(mask.dtype).min)
+
+
+def build_mask(kind: str, query_pos: torch.Tensor, key_pos: torch.Tensor, key_valid: torch.Tensor,
+               dtype: torch.dtype) -> torch.Tensor:
+    """The mask the model would give for these slots, where it gave none (no padding, so none was needed):
+    key j is seen by query q when its absolute position is not after q's and it is valid."""
+    valid = key_valid.to(key_pos.device)
+    if kind == "2d":
+        return valid.long()
+    seen = (key_pos[:, None, :] <= query_pos[:, :, None].to(key_pos.device)) & valid[:, None, :]
+    seen = seen[:, None]
+    if kind == "bool":
+        return seen
+    return torch.zeros(seen.shape, dtype=dtype, device=seen.device).masked_fill(~seen, torch.finfo(dtype).min)

@@ -10,6 +10,14 @@ and repeating them. Writes ``<name>.json`` (every raw number), ``<name>.md``
     python scripts/benchmark.py --preset cpu-mid-2880 --methods none fastv sequential score_only \\
         --ratios 0.5 0.75 0.9 --layers 2 --repeats 3 --out outputs/bench
     python scripts/benchmark.py --preset llava-1.5-7b --attn sdpa eager --budget 192 128 64
+
+With ``--batch`` sizes other than 1 it measures throughput instead (``scripts/bench/throughput.py``): samples/s,
+generated tokens/s and peak memory per setting and batch size, answering the same prompts at every size; the
+prompts cycle through the ``--images`` counts and the ``--image-size`` sizes in parallel (mixed shapes, each row
+pruned by its own schedule):
+
+    python scripts/benchmark.py --preset cpu-mid-qwen2-vl --batch 1 4 8 --image-size 448x448 224x448 448x672 \
+        --methods none fastv sequential --ratios 0.75 --layers 2
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from scripts.bench.methods import BENCH_METHODS, expand  # noqa: E402
 from scripts.bench.presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402
 from scripts.bench.report import machine_info, markdown, plot, write_json  # noqa: E402
 from scripts.bench.runner import Bench  # noqa: E402
+from scripts.bench import throughput  # noqa: E402
 from scripts.bench.targets import evaluate  # noqa: E402
 
 
@@ -58,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--image-size", nargs="+", default=None, metavar="HxW",
                     help="image sizes for dynamic-resolution families, e.g. 448x448 1344x1344")
     ap.add_argument("--text-tokens", type=int, default=40, help="text tokens per prompt")
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batch", nargs="+", type=int, default=[1],
+                    help="batch sizes; other than 1: measure throughput on mixed-shape batches (see above)")
     ap.add_argument("--new-tokens", type=int, default=32, help="tokens generated (forced with min_new_tokens)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repetitions of each setting (medians)")
     ap.add_argument("--slow-repeats", type=int, help="repetitions of slow methods (original); default --repeats")
@@ -121,11 +131,23 @@ def _blocks(args, device, release):
 
     ``release()`` is called before a new model is built, so two large models never coexist.
     """
+    for label, model, p in _models(args, device, release):
+        for images in args.images or [p.images if p else 1]:
+            for size in _image_sizes(args, p):
+                yield label, model, images, size
+
+
+def _mixed_shapes(args, p) -> list:
+    """The throughput prompts' shapes: the ``--images`` counts and ``--image-size`` sizes cycled in parallel."""
+    images, sizes = args.images or [p.images if p else 1], _image_sizes(args, p)
+    return [(images[i % len(images)], sizes[i % len(sizes)]) for i in range(max(len(images), len(sizes)))]
+
+
+def _models(args, device, release):
+    """(label, model, preset or None) per preset (or ``--model-path``)."""
     if args.model_path:  # the vision tower stays on sdpa; the text attention is set per run
         model = load_pretrained(args.model_path, device, resolve_dtype(args.dtype, None, device), "sdpa")
-        for images in args.images or [1]:
-            for size in _image_sizes(args, None):
-                yield Path(args.model_path).name, model, images, size
+        yield Path(args.model_path).name, model, None
         return
     built = {}
     for name in args.preset:
@@ -137,9 +159,7 @@ def _blocks(args, device, release):
             built.clear()
             release()
             built[p.key] = build_random(p, device, resolve_dtype(args.dtype, p, device), "sdpa", args.seed)
-        for images in args.images or [p.images]:
-            for size in _image_sizes(args, p):
-                yield name, built[p.key], images, size
+        yield name, built[p.key], p
 
 
 def main(argv=None) -> dict:
@@ -152,6 +172,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = _writable_out(Path(args.out))  # before measuring: a bad --out must not cost the measurements
+    if args.batch != [1]:
+        return _throughput(args, device, out_dir, argv)
     rows, t_start, dtype = [], time.time(), None
     bar = _progress(args.no_progress)
     state = {"bench": None}
@@ -170,7 +192,7 @@ def main(argv=None) -> dict:
             state["bench"] = Bench(model, args, label, device)
         bench = state["bench"]
         bench.label, dtype = label, model.dtype
-        layout = make_layout(model, images, size, args.text_tokens, args.batch, args.seed)
+        layout = make_layout(model, images, size, args.text_tokens, 1, args.seed)
         settings = expand(args.methods, args.attn, args.ratios, args.layers, args.step, args.budget,
                           layout.n_image_tokens, bench.num_layers, dict(args.prune_option))
         bar.total = (bar.total or 0) + _runs(settings, args)
@@ -204,6 +226,58 @@ def main(argv=None) -> dict:
         raise SystemExit(f"benchmark.py: error: cannot write the report into {out_dir}: {e}; the tables are "
                          "printed above") from None
     print(f"wrote {stem}.json, {stem}.md" + (f", {png}" if report["plot"] else ""))
+    return report
+
+
+def _throughput(args, device, out_dir: Path, argv) -> dict:
+    """The throughput sweep (``scripts/bench/throughput.py``) over every preset; writes <name>.json and .md."""
+    if any(b < 1 for b in args.batch):
+        raise SystemExit(f"benchmark.py: error: --batch sizes must be >= 1, got {args.batch}")
+    if args.budget:
+        raise SystemExit("benchmark.py: error: --budget solves R for one image-token count, but the rows of a mixed "
+                         "batch have several: give --ratios with --batch")
+    t_start, rows, state, dtype = time.time(), [], {"bench": None}, None
+    bar = _progress(args.no_progress)
+
+    def release():
+        if state["bench"] is not None:
+            state["bench"].probe.remove()
+        state["bench"] = None
+        gc.collect()
+
+    for label, model, p in _models(args, device, release):
+        release()
+        bench = state["bench"] = Bench(model, args, label, device)
+        dtype = model.dtype
+        bar.total = (bar.total or 0) + throughput.runs_needed(len(args.methods) * len(args.ratios) * len(args.layers)
+                                                              * len(args.attn), args)
+        rows += throughput.sweep(bench, args, _mixed_shapes(args, p), bar)
+        del model, bench
+    bar.close()
+    release()
+    cmd = [Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv))
+    report = {"meta": {"command": "python scripts/benchmark.py " + " ".join(shlex.quote(a) for a in cmd[1:]),
+                       "args": vars(args), "machine": machine_info(device), "dtype": str(dtype).replace("torch.", ""),
+                       "new_tokens": args.new_tokens, "repeats": args.repeats, "warmup": args.warmup,
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_start)),
+                       "wall_s": time.time() - t_start},
+              "throughput": rows}
+    m = report["meta"]["machine"]
+    text = "\n".join([f"Command: `{report['meta']['command']}`", "",
+                      f"Machine: {m['cpu']} ({m['cpu_count']} cores, {m['torch_threads']} torch threads), GPU: "
+                      f"{m['gpu'] or 'none'}; torch {m['torch']}, transformers {m['transformers']}; "
+                      f"{report['meta']['dtype']}, {args.new_tokens} new tokens, medians of {args.repeats}.",
+                      *throughput.markdown(rows), ""])
+    stem = out_dir / args.name
+    try:
+        write_json(report, stem.with_suffix(".json"))
+        stem.with_suffix(".md").write_text(text)
+    except OSError as e:
+        print(text)
+        raise SystemExit(f"benchmark.py: error: cannot write the report into {out_dir}: {e}; the tables are "
+                         "printed above") from None
+    print(text)
+    print(f"wrote {stem}.json, {stem}.md")
     return report
 
 

@@ -162,8 +162,14 @@ def grid_coords(segments: List[Tuple[int, int, int]]) -> torch.Tensor:
 
 
 def stack_rows(rows: List[torch.Tensor]) -> torch.Tensor:
-    """Per-row (N, 3) coordinates into (B, N, 3); segment ids are made unique within each row."""
-    return torch.stack(rows) if rows else torch.zeros(0, 0, 3, dtype=torch.long)
+    """Per-row (N_r, 3) coordinates into (B, max N_r, 3), a shorter row padded with -1 rows."""
+    if not rows:
+        return torch.zeros(0, 0, 3, dtype=torch.long)
+    n = max(r.shape[0] for r in rows)
+    out = torch.full((len(rows), n, 3), -1, dtype=torch.long)
+    for b, r in enumerate(rows):
+        out[b, :r.shape[0]] = r
+    return out
 
 
 def run_coords(adapter, ctx: CoordsContext) -> torch.Tensor:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .base import CoordsContext, FamilyAdapter, register_adapter, square_chunk_coords
 
 

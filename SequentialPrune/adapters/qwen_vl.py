@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+import sys
+
 from .base import CoordsContext, FamilyAdapter, register_adapter, run_coords, stack_rows, visual_runs
 
 IDS = ("image_token_id", "video_token_id")
@@ -54,7 +56,9 @@ def deepstack_installer(adapter, pruner) -> list:
 
     def deepstack_process(hidden_states, visual_pos_masks, visual_embeds):
         kept = pruner.kept_positions()
-        if kept is not None and hidden_states.shape[1] != visual_pos_masks.shape[1]:
+        # after a pruning layer the hidden states hold the kept slots (in a batch, padding slots too, which
+        # point at each row's last token: never visual), even when there happen to be as many as the prompt's
+        if kept is not None:
             vm = visual_pos_masks.to(kept.device)
             # row of each visual token in visual_embeds: row-major over (batch, position)
             rank = vm.flatten().long().cumsum(0).view_as(vm) - 1

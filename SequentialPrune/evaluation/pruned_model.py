@@ -3,8 +3,9 @@ and per-sample stats.
 
 :class:`PrunedModel` is a mixin: a front end's model class (VLMEvalKit's, say)
 calls :meth:`PrunedModel._load_pruned` with its :class:`~.setting.ModelRun` and
-:meth:`PrunedModel._generate` with the processed inputs of one sample. It knows
-no harness; the front end tells it which row runs (``self.rows``).
+:meth:`PrunedModel._generate` with the processed inputs of one sample (or
+:meth:`PrunedModel._generate_rows` with several, of any image counts, in one
+call). It knows no harness; the front end tells it which row runs (``self.rows``).
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ import logging
 import os
 import time
 import warnings
-from typing import Callable, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
 from SequentialPrune import apply_pruning
 from SequentialPrune.adapters import model_class
 
+from .batch_inputs import join_rows
 from .prefill_timer import PrefillTimer
 from .protocols import GREEDY, default_device, default_dtype
 from .rows import RowGuard
@@ -80,8 +82,8 @@ class PrunedModel:
                  attn_impl, run.prune.tag())
 
     def _on_prefill(self, seconds: float, call: int) -> None:
-        if call == 1:
-            self._first_prefill = (seconds, self.pruner.stats.to_dict())
+        if call == 1:  # the prompt's prefill; recompute mode re-runs it per token
+            self._first_prefill = (seconds, copy.copy(self.pruner.stats))
 
     def _check_lengths(self, input_ids: torch.Tensor) -> Tuple[int, int]:
         """(tokens before the first image token, image tokens) of row 0; warn once per mismatch with the flags."""
@@ -152,13 +154,52 @@ class PrunedModel:
         kwargs = self._call_kwargs()
         out, total, peak = self._measured(lambda: self.model.generate(**inputs, **kwargs))
         new = out[0, inputs["input_ids"].shape[1]:]
-        prefill_s, stats = self._first_prefill or (None, self.pruner.stats.to_dict())
+        prefill_s, stats = self._first_prefill or (None, self.pruner.stats)
+        stats = stats.to_dict()
         self.stats_log.write(self.stats_line(
             dataset, index, stats, prefill_time_s=prefill_s, generate_time_s=total,
             peak_memory_bytes=peak, new_tokens=int(new.numel()), tokens_before_image=sys_len))
         if n_img and stats.get("n_image_tokens") != n_img:
             raise RuntimeError(f"the pruner saw {stats.get('n_image_tokens')} image tokens, the prompt has {n_img}")
         return new
+
+    def _generate_rows(self, rows: Sequence[Dict[str, torch.Tensor]], kwargs: dict, pad_id: int):
+        """One ``generate`` call for several samples' inputs (each as it is alone; any image counts, text-only
+        rows included), joined with left padding: (each row's new token ids up to its first EOS, each row's own
+        stats as batch 1 gives them, the batch's measured values per row)."""
+        inputs = join_rows(rows, pad_id)
+        out, total, peak = self._measured(lambda: self.model.generate(**inputs, **kwargs))
+        prefill_s, stats = self._first_prefill or (None, copy.copy(self.pruner.stats))
+        eos = kwargs.get("eos_token_id", self.model.generation_config.eos_token_id)
+        eos = set([] if eos is None else [eos] if isinstance(eos, int) else eos)
+        prompt_len, n = inputs["input_ids"].shape[1], len(rows)
+        new_ids = []
+        for b in range(n):
+            new = out[b, prompt_len:].tolist()
+            new_ids.append(new[:next((j + 1 for j, t in enumerate(new) if t in eos), len(new))])
+        measured = dict(batch_rows=n, batch_prefill_time_s=prefill_s,
+                        prefill_time_s=None if prefill_s is None else prefill_s / n, generate_time_s=total / n,
+                        batch_peak_memory_bytes=peak)
+        return new_ids, [stats.row(b).to_dict() for b in range(n)], measured
+
+    def _generate_batch(self, rows: Sequence[Dict[str, torch.Tensor]], indices: Sequence, dataset) -> List[List[int]]:
+        """:meth:`_generate` for several samples (``indices``) in one call: one stats line per sample, each with
+        its own record; returns each sample's new token ids."""
+        if not self._generation_recorded:
+            self._generation_recorded = True
+            if int(os.environ.get("RANK", 0)) == 0:
+                record_generation(self.run.run_dir, self.effective_generation())
+        lengths = [self._check_lengths(r["input_ids"]) for r in rows]
+        pad = self.processor.tokenizer.pad_token_id
+        pad = self.processor.tokenizer.eos_token_id if pad is None else pad
+        new_ids, stats, measured = self._generate_rows(rows, self._call_kwargs(), 0 if pad is None else pad)
+        for index, (sys_len, n_img), new, st in zip(indices, lengths, new_ids, stats):
+            if n_img and st["n_image_tokens"] != n_img:
+                raise RuntimeError(f"the pruner saw {st['n_image_tokens']} image tokens, the prompt has {n_img}")
+        for index, (sys_len, _), new, st in zip(indices, lengths, new_ids, stats):
+            self.stats_log.write(self.stats_line(dataset, index, st, **measured, new_tokens=len(new),
+                                                 tokens_before_image=sys_len))
+        return new_ids
 
     def _decode(self, ids: torch.Tensor) -> str:
         return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()

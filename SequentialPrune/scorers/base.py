@@ -1,8 +1,8 @@
 """The scorer interface: what a scorer sees at a pruning layer, and what it returns."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -23,20 +23,37 @@ class ScoreInputs:
     """What a scorer may read when layer ``layer`` prunes to ``keep`` image tokens per row.
 
     Every tensor covers the ``n`` tokens present before this layer prunes (text
-    included), in prompt order, for each of the ``B`` rows.
+    included), in prompt order, for each of the ``B`` rows. In a batch, rows that keep different counts are
+    scored in separate calls (one per count), each with the rows it covers; ``rows`` names them.
     """
     layer: int
     keep: int
     visual: torch.Tensor                         # (B, n) bool: image/video tokens
-    valid: torch.Tensor                          # (B, n) bool: False for left padding
+    valid: torch.Tensor                          # (B, n) bool: False for padding (always on the left)
     hidden: torch.Tensor                         # (B, n, D) hidden states entering the layer
     image_index: torch.Tensor                    # (B, n) index among the prompt's image tokens, -1 for text
-    token_index: Optional[torch.Tensor] = None   # (B, n) index in the prompt as given; None: arange(n)
+    token_index: Optional[torch.Tensor] = None   # (B, n) index in the prompt as given (padding slots after a
+                                                 # pruning layer: the row's last token's); None: arange(n)
     attention: Optional[torch.Tensor] = None     # (B, n) last-token attention of layer-1 (needs "attention")
     keys: Optional[torch.Tensor] = None          # (B, Hkv, n, d) keys of layer-1 after RoPE (needs "keys")
-    coords: Optional[torch.Tensor] = None        # (B, N, 3) (segment, row, col) of the prompt's N image tokens
+    coords: Optional[torch.Tensor] = None        # (B, N, 3) (segment, row, col) of the prompt's N image tokens;
+                                                 # a row with fewer is padded with -1 rows
     probe: Optional[Callable[[], torch.Tensor]] = None   # (B, n) this layer's own last-token attention
     final_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the decoder's final norm
+    rows: Optional[Tuple[int, ...]] = None       # the batch rows these are (per-row state keys); None: 0..B-1
+
+    def subset(self, rows: Sequence[int], keep: int) -> "ScoreInputs":
+        """The inputs of ``rows`` of the batch only, to keep ``keep`` image tokens each."""
+        rows = tuple(rows)
+        idx = torch.tensor(rows, device=self.visual.device)
+        pick = lambda t: None if t is None else t[idx.to(t.device)]  # noqa: E731
+        probe = self.probe
+        return replace(
+            self, keep=keep, visual=pick(self.visual), valid=pick(self.valid), hidden=pick(self.hidden),
+            image_index=pick(self.image_index), token_index=pick(self.token_index), attention=pick(self.attention),
+            keys=pick(self.keys), coords=pick(self.coords),
+            probe=None if probe is None else (lambda: pick(probe())),
+            rows=tuple(self.rows[r] for r in rows) if self.rows is not None else rows)
 
 
 def keep_mask(selection: torch.Tensor, visual: torch.Tensor, keep: int, scorer: str = "scorer") -> torch.Tensor:

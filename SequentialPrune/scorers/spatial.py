@@ -81,6 +81,7 @@ class GridDownsample(Scorer):
         pos = visual.nonzero().flatten().cpu()      # current positions of the image tokens present
         present = image_index.cpu()[pos]            # their index among the prompt's image tokens
         coords = coords.cpu()
+        coords = coords[coords[:, 0] >= 0]          # a batch pads rows with fewer image tokens with -1
         seg_all = coords[:, 0]
         segments = torch.unique(seg_all).tolist()
         seg = seg_all[present]

@@ -12,7 +12,10 @@ full-length hidden states show:
   on the hidden states entering it with the drops made so far;
 - ``dart``: the previous layer's keys and the final norm of the hidden states;
 - ``divprune`` / ``spatial``: the hidden states entering the layer / the test's
-  own description of the image grids; ``random``: a twin of the seeded stream.
+  own description of the image grids; ``random``: a twin of the seeded stream
+  (one per row);
+- ``vision_attention``: the test's own vision-tower score of each image token
+  (``vision``: ``fn(row) -> one score per prompt image token``).
 
 Physical removal must match it: masked keys get zero probability, so the kept
 tokens see exactly what they would see without the dropped ones. With
@@ -57,12 +60,13 @@ class MaskedReference:
     """Masked-reference pruning for one prompt batch; ``plan`` = {layer: image tokens kept entering it}."""
 
     def __init__(self, model, visual_ids, plan, scorer="attention", *, precision="float32", renumber=False,
-                 seed=0, options=None, grids: Optional[Callable] = None):
+                 seed=0, options=None, grids: Optional[Callable] = None, vision: Optional[Callable] = None):
         self.model, self.plan, self.scorer = model, plan, scorer
         self.visual_ids = torch.tensor(visual_ids)
         self.precision, self.renumber, self.seed = precision, renumber, seed
         self.options = dict(options or {})
         self.grids = grids  # fn(row) -> [(rows, cols, [image indices in row-major order])]
+        self.vision = vision  # fn(row) -> [vision score of each prompt image token]
         self.kept_image_indices = {}
 
     # ---------------------------------------------------------------- prompt
@@ -71,7 +75,7 @@ class MaskedReference:
         self.dropped = torch.zeros_like(self.visual)
         self.layer_dropped, self.kept_image_indices = {}, {}
         self.weights, self.keys, self.probe = {}, {}, None
-        self.gen = torch.Generator().manual_seed(self.seed)
+        self.gens = {}
 
     def on_layer(self, i, layer, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
@@ -117,11 +121,12 @@ class MaskedReference:
         if s == "attention":
             return ref.by_score(self.weights[i - 1][r], pos, k)
         if s == "random":
-            present = (~self.dropped).clone()
-            if r == 0:
-                self._draw = torch.rand(present.shape[0], int(present[0].sum()), generator=self.gen)
-            full = torch.full(present[r].shape, float("-inf"))
-            full[present[r]] = self._draw[r]
+            # each row its own stream, one draw per token present (padding left out), as a row alone gets
+            valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
+            present = ~self.dropped[r] & valid
+            gen = self.gens.setdefault(r, torch.Generator().manual_seed(self.seed))
+            full = torch.full(present.shape, float("-inf"))
+            full[present] = torch.rand(int(present.sum()), generator=gen)
             return ref.by_score(full, pos, k)
         if s == "pdrop":
             if r == 0:
@@ -143,6 +148,10 @@ class MaskedReference:
             index_of = {int(t): p for p, t in zip(pos, (torch.cumsum(self.visual[r].long(), 0) - 1)[pos])}
             grids = [(h, w, [index_of[t] for t in cells]) for h, w, cells in self.grids(r)]
             return ref.spatial(grids, k)
+        if s == "vision_attention":
+            rank = torch.cumsum(self.visual[r].long(), 0) - 1
+            scores = self.vision(r)
+            return ref.by_score({p: float(scores[int(rank[p])]) for p in pos}, pos, k)
         raise ValueError(s)
 
     def _probe(self, i, layer, hidden, kwargs):

@@ -162,6 +162,9 @@ for p in (
     Preset("cpu-mid-576", llava(CLIP_NARROW_336, MID_DECODER), "cpu", images=1, model_key="cpu-mid"),
     Preset("cpu-mid-2880", llava(CLIP_NARROW_336, MID_DECODER), "cpu", images=5, model_key="cpu-mid"),
     # The newer families' CPU presets: the same mid decoder size, a narrow vision tower.
+    Preset("cpu-mid-qwen2-vl", qwen2_vl(1024, 2752, 16, 8, 8, 32064,
+                                        dict(QWEN_VIT, depth=2, embed_dim=256, num_heads=4, hidden_size=1024)),
+           "cpu", image_size=(448, 448)),
     Preset("cpu-mid-qwen3-vl", qwen3_vl(1024, 2752, 16, 8, 8, 32064, QWEN3_VIT_NARROW), "cpu",
            image_size=(768, 768)),
     Preset("cpu-mid-onevision", llava_onevision(dict(SIGLIP_SO400M, hidden_size=256, intermediate_size=1024,

@@ -78,7 +78,7 @@ class Bench:
         c = s.config
         row = {
             "preset": self.label, "block": f"{self.label}: {layout.describe()}", "images": layout.images,
-            "image_size": list(layout.image_size), "batch": self.args.batch, "n_image_tokens": n,
+            "image_size": list(layout.image_size), "batch": 1, "n_image_tokens": n,
             "seq_len": layout.seq_len, "num_layers": L, "method": s.method, "attn": s.attn, "label": s.label(),
             "status": s.status, "note": s.note, "budget": s.budget, "config": c.to_dict() if c else None,
             "layer": c.layer if c else None, "ratio": c.ratio if c else None,
@@ -106,7 +106,7 @@ class Bench:
                                 source="pruner.stats")
         if runs and s.use_cache:
             row["kv_bytes"] = runs[0]["kv_bytes"]
-            row["kv_bytes_expected"] = expected_cache_bytes(cfg, self.args.batch, full, self.model.dtype)
+            row["kv_bytes_expected"] = expected_cache_bytes(cfg, 1, full, self.model.dtype)
         return row
 
 

@@ -6,7 +6,10 @@ Parts, each a subprocess with its own time limit, timed and logged:
    float16 for LLaVA-1.5-7B, Qwen2-VL-7B and Qwen3-VL-8B (``scripts/gpu/oracle.py``);
 2. ``bench``: the benchmark's 7B presets, none / fastv / sequential at R = 0.5 / 0.75 / 0.9, K = 2, with one
    and five images (``scripts/benchmark.py``);
-3. ``flash``: the oracle and a benchmark row set with ``flash_attention_2``, if ``flash_attn`` imports.
+3. ``batch``: throughput at batch 1, 8 and 16 for the 7B presets on mixed shapes (16 prompts of 1, 2 and 3
+   images; Qwen2-VL at three image sizes), none / fastv / sequential at R = 0.75, K = 2
+   (``scripts/benchmark.py --batch``);
+4. ``flash``: the oracle and a benchmark row set with ``flash_attention_2``, if ``flash_attn`` imports.
 
 Writes ``summary.json`` and ``summary.md`` (plus each part's JSON and log) under ``--out``. ``--cpu`` is the
 reduced mode the test suite runs: tiny presets on the CPU, the same code paths.
@@ -27,6 +30,9 @@ FULL = {
     "oracle": ["--presets", "llava-1.5-7b", "qwen2-vl-7b", "qwen3-vl-8b", "--dtypes", "bfloat16", "float16"],
     "bench": ["--preset", "llava-1.5-7b", "qwen2-vl-7b", "--methods", "none", "fastv", "sequential", "--ratios",
               "0.5", "0.75", "0.9", "--layers", "2", "--images", "1", "5", "--new-tokens", "16", "--repeats", "2"],
+    "batch": ["--preset", "llava-1.5-7b", "qwen2-vl-7b", "--batch", "1", "8", "16", "--methods", "none", "fastv",
+              "sequential", "--ratios", "0.75", "--layers", "2", "--images", "1", "2", "3", "--image-size", "448x448",
+              "224x448", "672x448", "--new-tokens", "16", "--repeats", "1", "--warmup", "1"],
     "flash_oracle": ["--presets", "llava-1.5-7b", "--dtypes", "bfloat16", "--attn", "flash_attention_2"],
     "flash_bench": ["--preset", "llava-1.5-7b", "--methods", "none", "fastv", "sequential", "--ratios", "0.75",
                     "--layers", "2", "--attn", "sdpa", "flash_attention_2", "--new-tokens", "16", "--repeats", "2"],
@@ -37,6 +43,9 @@ REDUCED = {
     "bench": ["--preset", "tiny-llava", "--methods", "none", "fastv", "sequential", "--ratios", "0.5", "0.9",
               "--layers", "2", "--images", "1", "2", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
               "--threads", "1"],
+    "batch": ["--preset", "tiny-llava", "tiny-qwen2-vl", "--batch", "1", "4", "--methods", "none", "sequential",
+              "--ratios", "0.75", "--layers", "2", "--images", "1", "2", "--image-size", "112x112", "56x112",
+              "--new-tokens", "3", "--repeats", "1", "--warmup", "0", "--threads", "1"],
 }
 
 
@@ -65,6 +74,14 @@ def bench_rows(path: Path) -> list:
              "kv_bytes": r.get("kv_bytes"), "kv_bytes_expected": r.get("kv_bytes_expected")} for r in rows]
 
 
+def batch_rows(path: Path) -> list:
+    if not path.is_file():
+        return []
+    return [{k: r.get(k) for k in ("preset", "method", "label", "batch", "samples_per_s", "tokens_per_s",
+                                   "peak_mem_bytes", "samples_per_s_vs_batch1", "rows_follow_plan", "status")}
+            for r in json.loads(path.read_text())["throughput"]]
+
+
 def _fmt(v, d=3):
     return "n/a" if v is None else (f"{v:.{d}g}" if isinstance(v, float) else str(v))
 
@@ -88,6 +105,13 @@ def markdown(summary: dict) -> str:
         lines.append(f"| {r['preset']} | {r['attn']} | {r['method']} | {r['images']} | {r['n_image_tokens']} | "
                      f"{_fmt(r['ratio'])} | {_fmt(r['prefill_ms'], 4)} | {_fmt(r['prefill_vs_none'])} | "
                      f"{_fmt(r['flops_ratio'])} | {_fmt(r['decode_ms_per_token'], 3)} | {_fmt(kv)} |")
+    lines += ["", "## Throughput per batch size (mixed shapes)", "", "| preset | setting | batch | samples/s | "
+              "tokens/s | peak GiB | samples/s x batch 1 | rows follow their plans |", "|" + "---|" * 8]
+    for r in summary.get("batch", []):
+        gib = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2 ** 30
+        lines.append(f"| {r['preset']} | {r['label']} | {r['batch']} | {_fmt(r['samples_per_s'])} | "
+                     f"{_fmt(r['tokens_per_s'])} | {_fmt(gib)} | {_fmt(r['samples_per_s_vs_batch1'])} | "
+                     f"{r['rows_follow_plan']} |")
     if summary.get("flash_skipped"):
         lines += ["", f"Flash attention: skipped ({summary['flash_skipped']})."]
     return "\n".join(lines) + "\n"
@@ -111,7 +135,9 @@ def main(argv=None) -> int:
     parts = [run_part("oracle", [py, "scripts/gpu/oracle.py", *plan["oracle"], *device,
                                  "--out", str(a.out / "oracle.json")], a.out, a.part_limit),
              run_part("bench", [py, "scripts/benchmark.py", *plan["bench"], *device, "--out", str(a.out),
-                                "--name", "bench", "--no-plot", "--no-progress"], a.out, a.part_limit)]
+                                "--name", "bench", "--no-plot", "--no-progress"], a.out, a.part_limit),
+             run_part("batch", [py, "scripts/benchmark.py", *plan["batch"], *device, "--out", str(a.out),
+                                "--name", "batch", "--no-progress"], a.out, a.part_limit)]
     flash_skipped = None
     if a.cpu:
         flash_skipped = "reduced CPU mode"
@@ -132,6 +158,7 @@ def main(argv=None) -> int:
     summary = {"mode": "reduced CPU" if a.cpu else "GPU", "machine": machine,
                "command": "bash scripts/gpu_check.sh" + (" --cpu" if a.cpu else ""), "parts": parts,
                "oracle": oracle, "bench": bench_rows(a.out / "bench.json") + bench_rows(a.out / "flash_bench.json"),
+               "batch": batch_rows(a.out / "batch.json"),
                "flash_skipped": flash_skipped, "wall_s": round(time.time() - t0, 1)}
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (a.out / "summary.md").write_text(markdown(summary))

@@ -98,28 +98,6 @@ def test_right_padding(llava):
         model(**inputs)
 
 
-def test_rows_with_different_image_counts(llava):
-    model, _ = llava
-    inputs = make_inputs("llava", n_images=2, batch=2)
-    inputs["input_ids"][0, inputs["input_ids"][0] == IMAGE_ID] = 7
-    inputs["input_ids"][0, -64:] = IMAGE_ID  # row 0: 64 image tokens, row 1: 128
-    inputs["pixel_values"] = inputs["pixel_values"][:3]
-    with pytest.raises(ValueError, match="use batch size 1"):
-        model(**inputs)
-
-
-@pytest.mark.parametrize("text_row", [0, 1])
-def test_a_text_only_row_beside_an_image_row_is_refused(llava, text_row):
-    """Whichever row holds no image tokens, the batch is refused: pruning the image row alone is not supported,
-    and leaving it unpruned would silently not prune."""
-    model, _ = llava
-    inputs = make_inputs("llava", batch=2)
-    inputs["input_ids"][text_row, inputs["input_ids"][text_row] == IMAGE_ID] = 7
-    inputs["pixel_values"] = inputs["pixel_values"][:1]
-    with pytest.raises(ValueError, match=r"different numbers of image tokens \(\[" + ("0, 64" if text_row == 0 else "64, 0")):
-        model(**inputs)
-
-
 def test_a_prompt_ending_on_an_image_token_is_refused(llava):
     model, _ = llava
     inputs = make_inputs("llava")

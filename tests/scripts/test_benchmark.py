@@ -224,3 +224,29 @@ def test_a_fractional_budget_is_a_fraction_of_n_as_in_run_py(tmp_path):
     half = benchmark.main(args + ["--budget", "0.5"])["rows"][0]
     tokens = benchmark.main(args + ["--budget", str(half["n_image_tokens"] / 2)])["rows"][0]
     assert half["ratio"] == tokens["ratio"] and half["status"] == "ok"
+
+
+@pytest.mark.parametrize("preset, shape", [("tiny-qwen2-vl", ["--image-size", "112x112", "56x112", "112x168"]),
+                                           ("tiny-llava", ["--images", "1", "2", "3"])])
+def test_throughput_per_batch_size_on_mixed_shapes(preset, shape, tmp_path):
+    """--batch 1 3: the same three prompts of three image-token counts answered one at a time and in one call;
+    every row pruned by its own schedule, throughput and memory per setting and size."""
+    rep = benchmark.main(["--preset", preset, "--batch", "1", "3", *shape, "--methods", "none", "fastv", "sequential",
+                          "--ratios", "0.75", "--layers", "2", "--out", str(tmp_path), "--repeats", "1", "--warmup",
+                          "0", "--new-tokens", "2", "--threads", "1", "--no-progress"])
+    rows = rep["throughput"]
+    assert {(r["method"], r["batch"]) for r in rows} == {(m, b) for m in ("none", "fastv", "sequential") for b in (1, 3)}
+    for r in rows:
+        assert len(set(r["n_image_tokens"])) == 3 and r["prompts"] == 3 and r["calls"] == 3 // r["batch"]
+        assert r["samples_per_s"] > 0 and r["tokens_per_s"] == pytest.approx(r["samples_per_s"] * 2)
+        assert r["peak_mem_bytes"] > 0
+        assert r["rows_follow_plan"] is (None if r["method"] == "none" else True)
+        if r["batch"] == 1:
+            assert r["samples_per_s_vs_batch1"] == 1
+    md = (tmp_path / "benchmark.md").read_text()
+    assert "### Throughput: " + preset in md and "| samples/s vs batch 1 |" in md
+
+
+def test_throughput_refuses_a_budget(tmp_path):
+    with pytest.raises(SystemExit, match="several: give --ratios"):
+        benchmark.main(["--preset", "tiny-llava", "--batch", "1", "2", "--budget", "0.5", "--out", str(tmp_path)])

@@ -12,9 +12,9 @@ def test_gpu_check_reduced_mode(tmp_path):
     p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--cpu"], env=env, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "== oracle: rc=0" in p.stdout and "== bench: rc=0" in p.stdout
+    assert "== oracle: rc=0" in p.stdout and "== bench: rc=0" in p.stdout and "== batch: rc=0" in p.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [x["part"] for x in summary["parts"]] == ["oracle", "bench"] and summary["flash_skipped"]
+    assert [x["part"] for x in summary["parts"]] == ["oracle", "bench", "batch"] and summary["flash_skipped"]
     assert all(isinstance(x["seconds"], float) for x in summary["parts"])
     oracle = summary["oracle"]
     assert {(r["preset"], r["dtype"], r["method"]) for r in oracle} == {
@@ -28,5 +28,10 @@ def test_gpu_check_reduced_mode(tmp_path):
     bench = summary["bench"]
     assert {(r["method"], r["images"]) for r in bench} >= {("none", 1), ("sequential", 2), ("fastv", 1)}
     assert all(r["kv_bytes"] == r["kv_bytes_expected"] for r in bench if r["status"] == "ok")
+    batch = summary["batch"]
+    assert {(r["preset"], r["method"], r["batch"]) for r in batch} == {
+        (p, m, b) for p in ("tiny-llava", "tiny-qwen2-vl") for m in ("none", "sequential") for b in (1, 4)}
+    assert all(r["samples_per_s"] > 0 and r["rows_follow_plan"] is (r["method"] != "none" or None) for r in batch)
     md = (tmp_path / "summary.md").read_text()
+    assert "## Throughput per batch size" in md
     assert "## Oracle" in md and "| tiny-qwen3-vl | bfloat16 | sdpa | sequential |" in md

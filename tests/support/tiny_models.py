@@ -118,15 +118,16 @@ def image_inputs(family: str, n_images: int = 1, seed: int = 0) -> dict:
             "image_grid_thw": torch.tensor([[1, 8, 8]] * n_images)}
 
 
-def prompt_ids(family: str, n_images: int = 1, prefix: int = 5, suffix: int = 7, seed: int = 0) -> torch.Tensor:
+def prompt_ids(family: str, n_images: int = 1, prefix: int = 5, suffix: int = 7, seed: int = 0,
+               tokens=None) -> torch.Tensor:
     """One prompt row: text, then each image's tokens (framed by start/end tokens where the family has them),
-    then text."""
+    then text. ``tokens``: each image's token count (default: the family's one-image count)."""
     g = torch.Generator().manual_seed(seed)
     text = lambda n: torch.randint(3, 140, (n,), generator=g).tolist()  # noqa: E731
     ids = [2] + text(prefix)
     framed = family in QWEN or family == "internvl"
-    for _ in range(n_images):
-        img = [IMAGE_ID] * TOKENS[family]
+    for n_tok in tokens if tokens is not None else [TOKENS[family]] * n_images:
+        img = [IMAGE_ID] * n_tok
         ids += [VSTART_ID] + img + [VEND_ID] if framed else img
         ids += text(2)
     ids += text(suffix)
@@ -188,4 +189,44 @@ def make_video_inputs(family: str, seed: int = 0) -> dict:
            "video_grid_thw": torch.tensor([[2, 8, 8]])}
     if _accepts_mm_token_type_ids(family):
         out["mm_token_type_ids"] = 2 * (ids == VIDEO_ID).long()
+    return out
+
+
+def row_inputs(family: str, images=1, seed: int = 0, prefix: int = 5, suffix: int = 7) -> dict:
+    """One prompt alone (batch 1). ``images``: how many images, or for Qwen a list of (h, w) patch grids, one
+    per image (each merged 2x2: h * w / 4 tokens), so images of several sizes give several token counts."""
+    grids = images if isinstance(images, (list, tuple)) else None
+    n = len(grids) if grids is not None else images
+    tokens = None
+    if family in QWEN:
+        grids = grids if grids is not None else [(8, 8)] * n
+        tokens = [h * w // 4 for h, w in grids]
+    ids = prompt_ids(family, n, prefix=prefix, suffix=suffix, seed=seed, tokens=tokens)[None]
+    out = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if n:
+        pix = image_inputs(family, n, seed)
+        if family in QWEN:
+            g = torch.Generator().manual_seed(seed)
+            out["pixel_values"] = torch.randn(sum(h * w for h, w in grids), pix["pixel_values"].shape[1], generator=g)
+            out["image_grid_thw"] = torch.tensor([[1, h, w] for h, w in grids])
+        else:
+            out.update(pix)
+    if family in QWEN and _accepts_mm_token_type_ids(family):
+        out["mm_token_type_ids"] = (ids == IMAGE_ID).long() + 2 * (ids == VIDEO_ID).long()
+    return out
+
+
+def collate(rows) -> dict:
+    """Rows from :func:`row_inputs` as one left-padded batch (pixel inputs concatenated in row order)."""
+    width = max(r["input_ids"].shape[1] for r in rows)
+    out = {}
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
+        if key in rows[0]:
+            pad = PAD_ID if key == "input_ids" else 0
+            out[key] = torch.stack([torch.cat([torch.full((width - r[key].shape[1],), pad, dtype=r[key].dtype),
+                                               r[key][0]]) for r in rows])
+    for key in ("pixel_values", "image_grid_thw", "image_sizes"):
+        parts = [r[key] for r in rows if key in r]
+        if parts:
+            out[key] = torch.cat(parts)
     return out

@@ -32,7 +32,7 @@ from SequentialPrune.evaluation.run_folder.logs import FAILURES_DIR, safe_name
 from SequentialPrune.evaluation.safe_io import WriteFailed, append_line, write_failure
 
 from . import run_record
-from .batching import join_rows, sub_batches
+from .batching import sub_batches
 from .inputs import SYSTEM_PROMPTS, build_inputs
 from .model_args import ModelArgsError, parse_model_args
 
@@ -93,8 +93,6 @@ class SeqPruneLMM(PrunedModel, lmms):
         self.pad_id = self.processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.processor.tokenizer.eos_token_id
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set([] if eos is None else [eos] if isinstance(eos, int) else list(eos))
         self._restarted = set()
 
     def _resolve(self, batch_size, device, model_args: dict):
@@ -154,10 +152,6 @@ class SeqPruneLMM(PrunedModel, lmms):
     @property
     def batch_size(self) -> int:
         return self.batch_size_per_gpu
-
-    def _on_prefill(self, seconds: float, call: int) -> None:
-        if call == 1:  # the prompt's prefill; recompute mode re-runs it per token
-            self._first_prefill = (seconds, copy.copy(self.pruner.stats))
 
     # -- lmms-eval's interface -------------------------------------------------------------------------------
 
@@ -223,7 +217,7 @@ class SeqPruneLMM(PrunedModel, lmms):
         return inputs
 
     def generate_until(self, requests: List[Instance]) -> List[str]:
-        """Answers in request order; rows batched where the engine can prune them together."""
+        """Answers in request order; rows that share generation arguments are batched (any image counts)."""
         answers: List[Optional[str]] = [None] * len(requests)
         self._restart_logs(requests)
         from tqdm import tqdm
@@ -270,7 +264,7 @@ class SeqPruneLMM(PrunedModel, lmms):
         return out, until
 
     def _prepare(self, req: Instance):
-        """(inputs, batch key, generate kwargs, stop strings) of a request, or its failure marker."""
+        """(inputs, batch key, generate kwargs, stop strings, image tokens) of a request, or its failure marker."""
         context, task_kwargs, doc_to_visual, doc_id, task, split = req.args
         try:
             visuals = doc_to_visual(self.task_dict[task][split][doc_id])
@@ -279,8 +273,7 @@ class SeqPruneLMM(PrunedModel, lmms):
         except Exception as e:
             return self._fail(task, doc_id, "prompt", e, req)
         n_img = int(torch.isin(inputs["input_ids"], self.pruner.visual_ids.cpu()).sum())
-        key = (json.dumps(kwargs, sort_keys=True, default=str), n_img)
-        return inputs, key, kwargs, until
+        return inputs, json.dumps(kwargs, sort_keys=True, default=str), kwargs, until, n_img
 
     def _fail(self, task: str, doc_id, stage: str, e: BaseException, req: Optional[Instance] = None) -> str:
         wf = write_failure(e)
@@ -310,33 +303,22 @@ class SeqPruneLMM(PrunedModel, lmms):
 
     def _generate_batch(self, reqs: List[Instance], rows: List[tuple]) -> List[str]:
         kwargs = rows[0][2]
-        inputs = self._on_device(join_rows([r[0] for r in rows], self.pad_id))
         if not self._generation_recorded and run_record.rank() == 0:
             self._generation_recorded = True
             record_generation(self.run.run_dir, self._effective(kwargs))
-        out, total, peak = self._measured(lambda: self.model.generate(**inputs, **kwargs))
-        prompt_len = inputs["input_ids"].shape[1]
-        prefill_s, stats = self._first_prefill or (None, copy.copy(self.pruner.stats))
+        new_ids, stats, measured = self._generate_rows([self._on_device(r[0]) for r in rows], kwargs, self.pad_id)
         answers, lines = [], []  # written once every row is decoded: a batch retried row by row logs each once
-        for b, (req, (_, key, _, until)) in enumerate(zip(reqs, rows)):
-            new = out[b, prompt_len:].tolist()
-            stop = next((j + 1 for j, t in enumerate(new) if t in self.eos_ids), len(new))
-            text = self.processor.tokenizer.decode(new[:stop], skip_special_tokens=True)
+        for req, (_, _, _, until, n_img), new, row_stats in zip(reqs, rows, new_ids, stats):
+            if row_stats["n_image_tokens"] != n_img:
+                raise RuntimeError(f"the pruner saw {row_stats['n_image_tokens']} image tokens, the prompt has "
+                                   f"{n_img}")
+            text = self.processor.tokenizer.decode(new, skip_special_tokens=True)
             for s in until:
                 if s:
                     text = text.split(s)[0]
             text = text.strip()
-            seq_len = int(inputs["attention_mask"][b].sum()) if "attention_mask" in inputs else prompt_len
-            # this row's stats as batch 1 would give them: its own length, no padding
-            row_stats = replace(stats, seq_len=seq_len, batch_size=1).to_dict()
-            if row_stats["n_image_tokens"] != key[1]:
-                raise RuntimeError(f"the pruner saw {row_stats['n_image_tokens']} image tokens, the prompt has "
-                                   f"{key[1]}")
-            lines.append(self.stats_line(
-                req.task_name, req.doc_id, row_stats, batch_rows=len(rows), batch_prefill_time_s=prefill_s,
-                prefill_time_s=None if prefill_s is None else prefill_s / len(rows),
-                generate_time_s=total / len(rows), new_tokens=stop, empty_answer=not text,
-                batch_peak_memory_bytes=peak))
+            lines.append(self.stats_line(req.task_name, req.doc_id, row_stats, **measured, new_tokens=len(new),
+                                         empty_answer=not text))
             answers.append(text)
         for req, line in zip(reqs, lines):
             if not _padding(req):

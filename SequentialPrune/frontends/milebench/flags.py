@@ -41,6 +41,7 @@ class MileBenchArgs:
     dump_inputs: Optional[str]
     batch_image: int
     reuse_despite_changes: bool
+    batch_size: int = 1           # ours: samples per generate call across image counts (1: one at a time)
     configured_max_new_tokens: Optional[int] = None  # --model_configs gen_kwargs (the per-set limits still apply)
 
 
@@ -58,7 +59,9 @@ def harness_parser() -> argparse.ArgumentParser:
                    help="results go to <output_dir>/<model name with the pruning tag>/<dataset>/pred.json")
     g.add_argument("--bsz", type=int, default=1, help="accepted (the original's worker answers one sample at a time)")
     g.add_argument("--batch-image", "--batch_image", type=int, default=1,
-                   help="accepted (the original's batches were answered one sample at a time)")
+                   help="the original's batches: consecutive samples of one image count, max(N // images, 1) per "
+                        "generate call (its worker answered them one at a time; here they run as one batch, each "
+                        "sample pruned by its own schedule); default 1: one sample at a time")
     g.add_argument("--combine_image", "--combine-image", type=int, default=None,
                    help="use <Dataset>_combined_<N>.json and its combined images")
     g.add_argument("--model_configs", "--model-configs", default=None,
@@ -68,6 +71,9 @@ def harness_parser() -> argparse.ArgumentParser:
     g.add_argument("--adv", action="store_true", help="use <Dataset>-adv.json (the adversarial variant)")
     o = p.add_argument_group("ours")
     o.add_argument("--max-context-len", type=int, default=None, help="prompt budget in tokens (default 4096)")
+    o.add_argument("--batch-size", type=int, default=None,
+                   help="up to N consecutive samples per generate call, of any image counts (each pruned by its own "
+                        "schedule); instead of --batch-image")
     o.add_argument("--n-tokens-per-image", type=int, default=None,
                    help="tokens counted per image by the truncation (default 576, the original's)")
     o.add_argument("--docvqa-ann", default=None, help="ANLS_DocVQA: DocVQA's imdb_val.npy")
@@ -129,8 +135,11 @@ def parse(argv: List[str]):
             p.error(f"--protocol {setting.protocol}: the original's MileBench worker ran LLaVA only; {base} runs its "
                     "hf chat template here (--protocol hf)")
         setting = replace(setting, protocol="hf")
+    if a.batch_size is not None and a.batch_image != 1:
+        p.error("--batch-size and --batch-image both set how many samples run together: give one of them")
     for flag, v in (("--combine_image", a.combine_image), ("--max-context-len", a.max_context_len),
-                    ("--n-tokens-per-image", a.n_tokens_per_image)):
+                    ("--n-tokens-per-image", a.n_tokens_per_image), ("--batch-image", a.batch_image),
+                    ("--batch-size", a.batch_size)):
         if v is not None and v < 1:
             p.error(f"{flag} must be >= 1, got {v}")
     args = MileBenchArgs(
@@ -139,7 +148,8 @@ def parse(argv: List[str]):
         max_context_len=a.max_context_len or int(cfg.get("max_context_len", 4096)),
         n_tokens_per_image=a.n_tokens_per_image or int(cfg.get("n_tokens_per_image", 576)),
         docvqa_ann=a.docvqa_ann, docvqa_img_dir=a.docvqa_img_dir, ocrvqa_dir=a.ocrvqa_dir,
-        dump_inputs=a.dump_inputs, batch_image=a.batch_image, reuse_despite_changes=ns.reuse_despite_changes,
+        dump_inputs=a.dump_inputs, batch_image=a.batch_image, batch_size=a.batch_size or 1,
+        reuse_despite_changes=ns.reuse_despite_changes,
         configured_max_new_tokens=int(configured) if configured else None)
     return args, setting
 

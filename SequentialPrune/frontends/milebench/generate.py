@@ -80,12 +80,21 @@ def source_file(args: MileBenchArgs, dataset: str) -> Path:
         raise LaunchError(str(e)) from None
 
 
+def _ready(sample: mdata.Sample) -> Callable[[], mdata.Sample]:
+    def build():
+        return sample
+
+    build.n_images = len(sample.images)
+    return build
+
+
 def sample_builders(args: MileBenchArgs, dataset: str, tokenizer) -> List[Tuple[object, Callable[[], mdata.Sample]]]:
-    """(sample_id, build) per sample in the original's order; ``build`` makes its prompt (it may fail alone)."""
+    """(sample_id, build) per sample in the original's order; ``build`` makes its prompt (it may fail alone) and
+    carries the sample's image count (``build.n_images``, the original's grouping)."""
     if dataset == mdata.DOCVQA:
-        return [(s.sample_id, lambda s=s: s) for s in mdata.docvqa_samples(args.docvqa_ann, args.docvqa_img_dir)]
+        return [(s.sample_id, _ready(s)) for s in mdata.docvqa_samples(args.docvqa_ann, args.docvqa_img_dir)]
     if dataset == mdata.OCRVQA:
-        return [(s.sample_id, lambda s=s: s) for s in mdata.ocrvqa_samples(args.ocrvqa_dir)]
+        return [(s.sample_id, _ready(s)) for s in mdata.ocrvqa_samples(args.ocrvqa_dir)]
     ann = mdata.load_annotation(source_file(args, dataset))
     instructions = ann["meta_data"]["task_instruction"]
     budget = Budget(args.max_context_len, args.n_tokens_per_image)
@@ -97,7 +106,26 @@ def sample_builders(args: MileBenchArgs, dataset: str, tokenizer) -> List[Tuple[
                 return milebench_sample(d, instructions, folder, dataset, tokenizer, budget, args.combine_image)
 
             build.response = d.get("response")  # the record's gt_response even when the prompt cannot be built
+            build.n_images = len(d["task_instance"]["images_path"])
             out.append((d["sample_id"], build))
+    return out
+
+
+def batches(items: List[tuple], args: MileBenchArgs) -> List[List[tuple]]:
+    """``items`` ((sample_id, build) in order) cut into the samples of each generate call: ``--batch-size`` N
+    consecutive ones of any image counts; ``--batch-image`` N (the original's DataLoader): consecutive ones of one
+    image count, ``max(N // images, 1)`` at a time; else one at a time."""
+    if args.batch_size > 1:
+        return [items[i:i + args.batch_size] for i in range(0, len(items), args.batch_size)]
+    out: List[List[tuple]] = []
+    for item in items:
+        n = item[1].n_images
+        size = max(args.batch_image // max(n, 1), 1)
+        last = out[-1] if out else None
+        if last is not None and last[0][1].n_images == n and len(last) < size:
+            last.append(item)
+        else:
+            out.append([item])
     return out
 
 
@@ -167,18 +195,17 @@ def generate_dataset(model, args: MileBenchArgs, run_dir: Path, dataset: str) ->
          + (f" on {dist.world()} processes" if dist.world() > 1 else ""))
     mine = set(todo_ids[dist.rank()::dist.world()])
     elapsed = 0.0
-    for sid, build in builders:
-        if str(sid) not in mine:
-            continue
+    for batch in batches([(sid, build) for sid, build in builders if str(sid) in mine], args):
         t0 = time.perf_counter()
-        sample, answer = model.answer(sid, build, dataset)
+        answered = model.answer_batch(batch, dataset) if len(batch) > 1 else [model.answer(*batch[0], dataset)]
         elapsed += time.perf_counter() - t0
-        rec = dict(sample_id=sid, image=list(map(str, sample.image_names)) if sample else [],
-                   question=sample.context if sample else "",
-                   gt_response=sample.response if sample else getattr(build, "response", None),
-                   gen_model_id=model.model_name, pred_response=answer,
-                   gen_kwargs=json.loads(json.dumps(model.generate_kwargs, default=str)))
-        safe_io.append_line(partial_file(ds_dir, dist.rank()), json.dumps(rec, ensure_ascii=False))
+        for (sid, build), (sample, answer) in zip(batch, answered):
+            rec = dict(sample_id=sid, image=list(map(str, sample.image_names)) if sample else [],
+                       question=sample.context if sample else "",
+                       gt_response=sample.response if sample else getattr(build, "response", None),
+                       gen_model_id=model.model_name, pred_response=answer,
+                       gen_kwargs=json.loads(json.dumps(model.generate_kwargs, default=str)))
+            safe_io.append_line(partial_file(ds_dir, dist.rank()), json.dumps(rec, ensure_ascii=False))
     elapsed = dist.longest(elapsed)
     dist.barrier()  # every rank's answers are on disk
     if dist.rank() != 0:

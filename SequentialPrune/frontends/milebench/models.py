@@ -68,6 +68,42 @@ class MileBenchModel(PrunedModel):
             new = self._generate(inputs, dataset)
         return self.processor.tokenizer.decode(new, skip_special_tokens=True).strip()
 
+    def answer_batch(self, items: List[Tuple[object, Callable[[], Sample]]], dataset: str
+                     ) -> List[Tuple[Optional[Sample], str]]:
+        """:meth:`answer` for several samples in one generate call (any image counts: each sample is pruned by
+        its own schedule). A sample whose prompt cannot be built fails alone; if the call fails, each sample is
+        answered again alone, so one bad sample fails only itself."""
+        self._settings_for(dataset)
+        out: List[Optional[Tuple[Optional[Sample], str]]] = [None] * len(items)
+        ready = []  # (position, sample id, sample, inputs)
+        for j, (sid, build) in enumerate(items):
+            built: List[Sample] = []
+
+            def inputs(_row, ds, build=build, built=built):
+                built.append(build())
+                return self.model_inputs(built[0], ds)
+
+            prepared = self.rows.build_prompt(inputs, {"index": sid}, dataset)
+            if self.rows.pending is not None:
+                out[j] = (built[0] if built else None, self.rows.generate(None, prepared, dataset))
+            else:
+                ready.append((j, sid, built[0], prepared))
+        if len(ready) > 1:
+            try:
+                ctx = torch.autocast("cuda", dtype=getattr(torch, self.autocast)) if self.autocast else \
+                    contextlib.nullcontext()
+                with ctx:
+                    new = self._generate_batch([r[3] for r in ready], [r[1] for r in ready], dataset)
+                for (j, _, sample, _), ids in zip(ready, new):
+                    out[j] = (sample, self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip())
+                ready = []
+            except Exception:  # (a full disk or ^C is no Exception: it stops the run)
+                pass  # each sample again alone, below: the failure is recorded against the sample that fails
+        for j, sid, sample, inputs in ready:
+            self.rows.note({"index": sid}, dataset)
+            out[j] = (sample, self.rows.generate(self._answer, inputs, dataset))
+        return out
+
     def answer(self, sample_id, build: Callable[[], Sample], dataset: str) -> Tuple[Optional[Sample], str]:
         """(the sample, the model's answer), or (None if its prompt could not be built, the failure marker naming
         the sample): a bad sample fails alone, recorded in ``seqprune_failures``."""

@@ -52,6 +52,9 @@ def test_model_configs_yaml(tmp_path):
     (["--dataset_name", "X", "--model_name", "llava_seqprune", "--prune-step", "0"], "percentage points"),
     (["--dataset_name", "X", "--model_name", "llava_seqprune", "--combine_image", "0"], "must be >= 1"),
     (["--dataset_name", "X", "--model_name", "llava_seqprune", "--max-pixels", "5000"], "Qwen models only"),
+    (["--dataset_name", "X", "--model_name", "llava_seqprune", "--batch-size", "4", "--batch-image", "8"],
+     "give one of them"),
+    (["--dataset_name", "X", "--model_name", "llava_seqprune", "--batch-size", "0"], "must be >= 1"),
 ])
 def test_bad_command_lines_fail_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
@@ -70,3 +73,23 @@ def test_missing_data_is_refused_before_any_model(tmp_path, capsys):
     assert main(["--dataset_name", "ANLS_DocVQA", "--model_name", "llava_seqprune", "--model-path", CKPT,
                  "--output_dir", str(tmp_path / "o")]) == 2
     assert "--docvqa-ann" in capsys.readouterr().err
+
+
+def test_batches_follow_the_original_rule_or_a_fixed_size():
+    """--batch-image N: consecutive samples of one image count, max(N // images, 1) per call (the original's
+    DataLoader over samples grouped by image count); --batch-size N: N consecutive samples of any counts."""
+    from SequentialPrune.frontends.milebench.generate import batches
+
+    def item(sid, n):
+        build = lambda: None  # noqa: E731
+        build.n_images = n
+        return (sid, build)
+
+    items = [item(i, n) for i, n in enumerate([2, 2, 2, 4, 4, 1, 1, 1, 1, 1])]
+    ids = lambda bs: [[sid for sid, _ in b] for b in bs]  # noqa: E731
+    args, _ = parse("--dataset_name", "X", "--model_name", "llava_seqprune", "--batch-image", "4")
+    assert ids(batches(items, args)) == [[0, 1], [2], [3], [4], [5, 6, 7, 8], [9]]
+    args, _ = parse("--dataset_name", "X", "--model_name", "llava_seqprune", "--batch-size", "4")
+    assert ids(batches(items, args)) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    args, _ = parse("--dataset_name", "X", "--model_name", "llava_seqprune")
+    assert ids(batches(items, args)) == [[i] for i in range(10)]

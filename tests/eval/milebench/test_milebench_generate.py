@@ -125,6 +125,33 @@ def test_predictions_stats_and_a_bad_sample(first_run):
     assert setting["identity"]["milebench_max_new_tokens"] == 4 and setting["identity"]["max_context_len"] == 4096
 
 
+TIMING = ("prefill_time_s", "batch_prefill_time_s", "generate_time_s", "batch_rows", "batch_peak_memory_bytes",
+          "peak_memory_bytes", "logged_at", "prefill_calls")
+
+
+def per_sample(lines):
+    return {x["index"]: {k: v for k, v in x.items() if k not in TIMING} for x in lines}
+
+
+def test_batch_size_4_gives_batch_1s_answers_and_stats(first_run):
+    """--batch-size 4: samples of 2, 3 and 4 images in one generate call, each pruned by its own schedule; the
+    same answers and per-sample records as one at a time, the bad samples failing alone."""
+    from SequentialPrune.frontends.milebench.generate import main
+
+    root, samples, out, runs, _ = first_run
+    out4 = root / "outputs_b4"
+    assert main(argv(root / "data", out4, "--batch-size", "4")) == 1
+    (run4,) = [p for p in out4.iterdir() if p.is_dir()]
+    for ds in samples:
+        preds = {p["sample_id"]: p["pred_response"] for p in json.loads((runs[0] / ds / "pred.json").read_text())}
+        preds4 = {p["sample_id"]: p["pred_response"] for p in json.loads((run4 / ds / "pred.json").read_text())}
+        assert preds4 == preds
+        lines4 = stats(run4, ds)
+        assert per_sample(lines4) == per_sample(stats(runs[0], ds))
+    assert max(x["batch_rows"] for x in stats(run4, "SynthOpen")) == 2  # both open-ended samples in one call
+    assert len({x["n_image_tokens"] for x in stats(run4, "SynthOpen")}) == 2  # of 3 and 4 images
+
+
 def test_resume_retries_only_the_failed_and_unsaved_samples(first_run):
     from SequentialPrune.frontends.milebench.generate import main, partial_file
 
@@ -293,3 +320,28 @@ def test_every_family_runs_multi_image_samples_pruned(tmp_path, model_type, base
         counts = {s["index"]: s["n_image_tokens"] for s in lines}
         by_images = dict(want)
         assert counts[max(good, key=by_images.get)] > counts[min(good, key=by_images.get)]  # more images, more tokens
+
+
+def test_qwen_batches_of_several_image_sizes_equal_one_at_a_time(tmp_path):
+    """Qwen2-VL gives each image its own token count from its size: a --batch-size 4 call mixes samples of
+    several counts and answers each as it is answered alone, with its own record."""
+    from scripts.tiny.families import BY_MODEL_TYPE
+    from SequentialPrune.frontends.milebench.generate import main
+
+    ckpt = BY_MODEL_TYPE["qwen2_vl"](tmp_path / "ckpt", num_layers=4)
+    make_benchmark(tmp_path / "data")
+    runs = {}
+    for batch in ("1", "4"):
+        out = tmp_path / f"out{batch}"
+        assert main(["--data_dir", str(tmp_path / "data"), "--dataset_name", "SynthMCQ", "SynthOpen", "--model_name",
+                     "qwen2vl_seqprune", "--model-path", str(ckpt), "--output_dir", str(out), "--max-new-tokens", "3",
+                     "--prune-method", "sequential", "--prune-ratio", "0.5", "--prune-layer", "1",
+                     "--prune-step", "20", "--batch-size", batch]) == 1
+        (runs[batch],) = [p for p in out.iterdir() if p.is_dir()]
+    for ds in ("SynthMCQ", "SynthOpen"):
+        one, four = ([(p["sample_id"], p["pred_response"]) for p in json.loads((runs[b] / ds / "pred.json").read_text())]
+                     for b in ("1", "4"))
+        assert one == four
+        assert per_sample(stats(runs["1"], ds)) == per_sample(stats(runs["4"], ds))
+    lines = stats(runs["4"], "SynthOpen")
+    assert max(x["batch_rows"] for x in lines) == 2 and len({x["n_image_tokens"] for x in lines}) == 2
