@@ -13,7 +13,10 @@ How it works, in one place:
   layer (its last-token attention, its keys) the attention wrapper (see
   ``attention_hooks.py``) captures from the states the stock attention function
   receives; a scorer of the pruning layer's own attention gets a "probe" that
-  runs that layer's attention module on the tokens present;
+  runs that layer's attention module on the tokens present; a scorer of the
+  vision tower's own attention (``needs_vision``) reads what ``vision_capture.py``
+  recorded while the images were encoded, mapped by the adapter to the image
+  tokens at the start of the text model's prefill;
 - at decode steps, each pruned layer's cache holds only its kept tokens, so the
   full-length mask is gathered to the key positions that layer holds. When
   layer 0 itself is pruned (K = 0), the 2-D padding mask is gathered to layer
@@ -43,6 +46,7 @@ from .gather import (build_mask, decode_key_index, hide_keys, relative_index, ta
                      take_position_embeddings, take_position_ids)
 from .scorers import ScoreInputs, keep_mask
 from .stats import PruneStats
+from .vision_capture import VisionCapture
 
 
 @dataclass
@@ -61,6 +65,7 @@ class _Pass:
     positions: Optional[torch.Tensor] = None    # (B, n_cur) renumbered RoPE positions present now
     input_ids: Optional[torch.Tensor] = None    # (B, L) the prompt
     coords: Optional[torch.Tensor] = None       # (B, N, 3) (segment, row, col) of the image tokens
+    vision: Optional[torch.Tensor] = None       # (B, N) vision-tower scores of the image tokens
     need: Dict[int, Set[str]] = field(default_factory=dict)   # layer -> what its attention call must capture
     captured: Dict[int, dict] = field(default_factory=dict)
     layer_kept: Dict[int, torch.Tensor] = field(default_factory=dict)
@@ -191,6 +196,7 @@ class Pruner:
         self._last: Optional[_Pass] = None    # the latest prefill's pass, whose cache decode steps may extend
         self._generating = 0                  # model.generate calls in progress (_GenerateCalls)
         self._orig_attn: Optional[str] = None
+        self.vision: Optional[VisionCapture] = None   # the vision tower's statistic, for needs_vision scorers
         self._install()
 
     def _install(self) -> None:
@@ -216,6 +222,13 @@ class Pruner:
             self._routes.append((self.attn_modules[i], cb))
         self._handles += self.adapter.install(self)
         self._handles.append(_GenerateCalls(self))
+        if self.config.prunes and getattr(self.scorer, "needs_vision", False):
+            try:
+                self.vision = VisionCapture(self.model, self.adapter)
+            except Exception:
+                self.remove()
+                raise
+            self._handles.append(self.vision)
 
     def remove(self) -> None:
         """Detach this pruner's hooks and restore the original attention implementation.
@@ -278,7 +291,10 @@ class Pruner:
                 kwargs["use_cache"] = False
         past_len = pkv.get_seq_length() if pkv is not None else 0
         # transformers >= 5.2x encodes images before the first forward and passes mm_encoder_outputs instead
-        has_pixels = any(a.get(k) is not None for k in self.adapter.pixel_keys) or bool(a.get("mm_encoder_outputs"))
+        raw_pixels = any(a.get(k) is not None for k in self.adapter.pixel_keys)
+        has_pixels = raw_pixels or bool(a.get("mm_encoder_outputs"))
+        if raw_pixels and self.vision is not None:
+            self.vision.new_prompt()  # this forward encodes its own images
         if ids is None and embeds is not None:
             if cfg.prunes:
                 raise ValueError("inputs_embeds without input_ids: image tokens are found from input_ids, so pass "
@@ -431,6 +447,9 @@ class Pruner:
         if not st.decoding:
             if st.plan and getattr(self.scorer, "needs_coords", False):
                 st.coords = self.adapter.coords(CoordsContext(self.model, st.input_ids, st.visual, kwargs))
+            if st.plan and self.vision is not None:
+                # the images were encoded before this point (by this forward, or by generate before its first)
+                st.vision = self.vision.token_scores(st.n_image, st.visual.device)
             return None
         if 0 not in st.layer_kept:
             return None
@@ -562,7 +581,7 @@ class Pruner:
         image_index = st.image_rank.to(vis.device).gather(1, base)
         inp = ScoreInputs(
             layer=i, keep=0, visual=vis, valid=valid, hidden=hidden, image_index=image_index, token_index=base,
-            attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords,
+            attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords, vision=st.vision,
             probe=_once(partial(self._probe, i, layer, hidden, kwargs)),
             final_norm=self.adapter.final_norm(self.model))
         keep = valid & (~vis | self._select(inp, target, st.n_visual))

@@ -33,6 +33,8 @@ class FamilyAdapter:
     image, frame or tile laid out as a grid; the spatial scorer reads it.
     installer: ``fn(adapter, pruner) -> [handles]`` for family-specific hooks
     that must follow the kept tokens (each handle has ``.remove()``).
+    vision: where the vision tower is and how its scores map to image tokens
+    (``adapters/vision.py``), for vision-side scorers; None: they are refused.
     refusal: a reason this family cannot be pruned; :func:`adapter_for` raises it.
     """
     family: str                           # the transformers ``model_type`` of the family's configs
@@ -44,6 +46,7 @@ class FamilyAdapter:
     coords_fn: Optional[Callable] = None
     installer: Optional[Callable] = None
     refusal: Optional[str] = None
+    vision: Optional[object] = None       # a VisionSpec
 
     def multimodal_model(self, model: nn.Module) -> nn.Module:
         """The module that owns ``language_model`` (the inner ``XModel``)."""

@@ -6,6 +6,7 @@ import math
 import torch
 
 from .base import CoordsContext, FamilyAdapter, register_adapter, square_chunk_coords
+from .vision import VisionSpec, feature_layer_index, inner_model, patch_scores
 
 
 def internvl_coords(adapter, ctx: CoordsContext):
@@ -13,7 +14,27 @@ def internvl_coords(adapter, ctx: CoordsContext):
     return square_chunk_coords(ctx, math.isqrt(int(ctx.model.config.image_seq_length)))
 
 
+def _tower_layers(model):
+    return [layer.attention for layer in inner_model(model).vision_tower.encoder.layer]
+
+
+def _select_layer(model) -> int:
+    return feature_layer_index(model, len(_tower_layers(model)))
+
+
+def internvl_vision_scores(model, records) -> torch.Tensor:
+    """Per tile, the patch scores (CLS dropped) through the model's own ``pixel_shuffle`` as a one-channel
+    "feature": each LLM token gets the mean of the 2x2 patches it concatenates."""
+    inner, out = inner_model(model), []
+    for r in records:
+        s = patch_scores(model, r)
+        side = math.isqrt(s.shape[1])
+        grouped = inner.pixel_shuffle(s.reshape(s.shape[0], side, side, 1), scale_factor=model.config.downsample_ratio)
+        out.append(grouped.mean(dim=-1).flatten())
+    return torch.cat(out)
+
+
 # Video frames use the image token too; <img> and </img> around each tile are text.
 register_adapter(FamilyAdapter(
     "internvl", ("InternVLForConditionalGeneration", "InternVLModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=internvl_coords))
+    coords_fn=internvl_coords, vision=VisionSpec(_tower_layers, _select_layer, internvl_vision_scores)))

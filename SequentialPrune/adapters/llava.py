@@ -8,6 +8,8 @@ import torch
 
 from .base import CoordsContext, FamilyAdapter, grid_coords, register_adapter, square_chunk_coords, stack_rows, \
     visual_runs
+from .vision import NEWLINE_SCORE, VisionSpec, encoder_layers, feature_layer_index, inner_model, patch_scores, \
+    select_strategy
 
 
 def _patch_side(model) -> int:
@@ -63,12 +65,68 @@ def anyres_coords(adapter, ctx: CoordsContext) -> torch.Tensor:
     return stack_rows(rows)
 
 
+# ------------------------------------------------------------------ vision-side scores
+def _tower_layers(model):
+    return encoder_layers(inner_model(model).vision_tower)
+
+
+def _select_layer(model) -> int:
+    return feature_layer_index(model, len(_tower_layers(model)))
+
+
+def llava_vision_scores(model, records) -> torch.Tensor:
+    """LLaVA-1.5: each image's patch scores in raster order (CLS dropped under the ``"default"`` strategy)."""
+    return torch.cat([patch_scores(model, r).flatten() for r in records])
+
+
+def _crops_per_image(model, record, need_patching=None):
+    """How many crops (base included) each image of a ``get_image_features`` call gave the tower."""
+    mod = sys.modules[type(inner_model(model)).__module__]
+    sizes = record.call["image_sizes"]
+    need_patching = need_patching or [True] * len(sizes)
+    return [mod.image_size_to_num_patches(image_size=sz, grid_pinpoints=model.config.image_grid_pinpoints,
+                                          patch_size=model.config.vision_config.image_size) if p else 1
+            for sz, p in zip(sizes, need_patching)]
+
+
+def _packed(packed) -> torch.Tensor:
+    return torch.cat([p[:, 0] for p in packed])
+
+
+def next_vision_scores(model, records) -> torch.Tensor:
+    """LLaVA-NeXT: per-crop patch scores packed by the model's own ``pack_image_features`` (base crop, then the
+    unpadded tile canvas in raster order), a one-channel "feature"; each newline token scores NEWLINE_SCORE."""
+    inner, out = inner_model(model), []
+    for r in records:
+        crops = torch.split(patch_scores(model, r)[..., None], _crops_per_image(model, r), 0)
+        packed, _ = inner.pack_image_features(list(crops), r.call["image_sizes"], select_strategy(model, r),
+                                              image_newline=torch.tensor([NEWLINE_SCORE]))
+        out.append(_packed(packed))
+    return torch.cat(out)
+
+
+def onevision_vision_scores(model, records) -> torch.Tensor:
+    """LLaVA-OneVision: as LLaVA-NeXT, through OneVision's packing (whose ``anyres_max`` bilinear downsampling
+    of a large canvas then averages neighbouring scores); images of a multi-image prompt are not tiled."""
+    inner, out = inner_model(model), []
+    for r in records:
+        n = r.call.get("batch_num_images")
+        need = None if n is None else [int(k) == 1 for k in n for _ in range(int(k))]
+        crops = torch.split(patch_scores(model, r)[..., None], _crops_per_image(model, r, need), 0)
+        ratio = r.call.get("vision_aspect_ratio") or model.config.vision_aspect_ratio
+        packed, _ = inner.pack_image_features(list(crops), r.call["image_sizes"],
+                                              image_newline=torch.tensor([NEWLINE_SCORE]), vision_aspect_ratio=ratio)
+        out.append(_packed(packed))
+    return torch.cat(out)
+
+
 register_adapter(FamilyAdapter(
     "llava", ("LlavaForConditionalGeneration", "LlavaModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=llava_coords))
+    coords_fn=llava_coords, vision=VisionSpec(_tower_layers, _select_layer, llava_vision_scores)))
 register_adapter(FamilyAdapter(
     "llava_next", ("LlavaNextForConditionalGeneration", "LlavaNextModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=anyres_coords))
+    coords_fn=anyres_coords, vision=VisionSpec(_tower_layers, _select_layer, next_vision_scores)))
 register_adapter(FamilyAdapter(
     "llava_onevision", ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel"),
-    ("image_token_id", "video_token_id"), ("pixel_values", "pixel_values_videos"), coords_fn=anyres_coords))
+    ("image_token_id", "video_token_id"), ("pixel_values", "pixel_values_videos"), coords_fn=anyres_coords,
+    vision=VisionSpec(_tower_layers, _select_layer, onevision_vision_scores)))

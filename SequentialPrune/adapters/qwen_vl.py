@@ -6,6 +6,7 @@ import torch
 import sys
 
 from .base import CoordsContext, FamilyAdapter, register_adapter, run_coords, stack_rows, visual_runs
+from .vision import VisionSpec, inner_model
 
 IDS = ("image_token_id", "video_token_id")
 PIXELS = ("pixel_values", "pixel_values_videos")
@@ -70,18 +71,60 @@ def deepstack_installer(adapter, pruner) -> list:
     return [_Restore(lm, "_deepstack_process")]
 
 
+# ------------------------------------------------------------------ vision-side scores
+def _tower_layers(model):
+    return [block.attn for block in inner_model(model).visual.blocks]
+
+
+def _last_block(model) -> int:
+    return len(_tower_layers(model)) - 1  # the merger reads the last block's output
+
+
+def _window_index(tower, grid_thw):
+    """Qwen2.5-VL's window permutation of the merge groups (None for towers without windows)."""
+    if not hasattr(tower, "window_size"):
+        return None
+    if hasattr(tower, "get_window_index"):  # older transformers
+        return tower.get_window_index(grid_thw)[0]
+    fn = sys.modules[type(tower).__module__].get_vision_window_index
+    return fn(grid_thw, spatial_merge_size=tower.spatial_merge_size, window_size=tower.window_size,
+              patch_size=tower.patch_size, kwargs={})[0]
+
+
+def qwen_vision_scores(model, records) -> torch.Tensor:
+    """The attention each vision token receives, summed over the queries of its attention segment, pooled per
+    2x2 merge group (4 consecutive tokens: one LLM token), put back from Qwen2.5-VL's window order into raster
+    order, and divided by the tokens of the token's image (or frame) and by the group size: per image, the
+    query mean of the received attention, averaged over each group. Every image's scores have the same total
+    (1/4), so the images of a prompt compete on equal terms, as CLS rows (each summing to 1) do."""
+    tower = inner_model(model).visual
+    unit = tower.spatial_merge_size ** 2
+    out = []
+    for r in records:
+        grid = r.call["image_grid_thw"].cpu()
+        groups = torch.cat(r.chunks, dim=-1)[0].cpu().view(-1, unit).sum(dim=-1)
+        order = _window_index(tower, grid)
+        if order is not None:
+            groups = torch.empty_like(groups).index_copy_(0, order.cpu().long(), groups)
+        frame = torch.repeat_interleave(grid[:, 1] * grid[:, 2], grid[:, 0])
+        out.append(groups / torch.repeat_interleave(frame, frame // unit) / unit)
+    return torch.cat(out)
+
+
+QWEN_VISION = VisionSpec(_tower_layers, _last_block, qwen_vision_scores)
+
 register_adapter(FamilyAdapter(
     "qwen2_vl", ("Qwen2VLForConditionalGeneration", "Qwen2VLModel"), IDS, PIXELS, mrope=True,
-    coords_fn=mrope_coords))
+    coords_fn=mrope_coords, vision=QWEN_VISION))
 register_adapter(FamilyAdapter(
     "qwen2_5_vl", ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel"), IDS, PIXELS, mrope=True,
-    coords_fn=mrope_coords))
+    coords_fn=mrope_coords, vision=QWEN_VISION))
 register_adapter(FamilyAdapter(
     "qwen3_vl", ("Qwen3VLForConditionalGeneration", "Qwen3VLModel"), IDS, PIXELS, mrope=True,
-    coords_fn=mrope_coords, installer=deepstack_installer))
+    coords_fn=mrope_coords, installer=deepstack_installer, vision=QWEN_VISION))
 register_adapter(FamilyAdapter(
     "qwen3_vl_moe", ("Qwen3VLMoeForConditionalGeneration", "Qwen3VLMoeModel"), IDS, PIXELS, mrope=True,
-    coords_fn=mrope_coords, installer=deepstack_installer))
+    coords_fn=mrope_coords, installer=deepstack_installer, vision=QWEN_VISION))
 
 # Qwen3.5 mixes linear-attention (Gated DeltaNet) and full-attention layers: see docs/design.md.
 _QWEN3_5 = ("its decoder mixes linear-attention (Gated DeltaNet) layers with full-attention layers. Dropping tokens "

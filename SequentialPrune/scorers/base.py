@@ -38,6 +38,8 @@ class ScoreInputs:
     keys: Optional[torch.Tensor] = None          # (B, Hkv, n, d) keys of layer-1 after RoPE (needs "keys")
     coords: Optional[torch.Tensor] = None        # (B, N, 3) (segment, row, col) of the prompt's N image tokens;
                                                  # a row with fewer is padded with -1 rows
+    vision: Optional[torch.Tensor] = None        # (B, N) vision-tower score of the prompt's N image tokens
+                                                 # (needs_vision); -inf beyond a row's own N
     probe: Optional[Callable[[], torch.Tensor]] = None   # (B, n) this layer's own last-token attention
     final_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the decoder's final norm
     rows: Optional[Tuple[int, ...]] = None       # the batch rows these are (per-row state keys); None: 0..B-1
@@ -51,7 +53,7 @@ class ScoreInputs:
         return replace(
             self, keep=keep, visual=pick(self.visual), valid=pick(self.valid), hidden=pick(self.hidden),
             image_index=pick(self.image_index), token_index=pick(self.token_index), attention=pick(self.attention),
-            keys=pick(self.keys), coords=pick(self.coords),
+            keys=pick(self.keys), coords=pick(self.coords), vision=pick(self.vision),
             probe=None if probe is None else (lambda: pick(probe())),
             rows=tuple(self.rows[r] for r in rows) if self.rows is not None else rows)
 
@@ -89,6 +91,7 @@ class Scorer:
     (:func:`keep_mask` turns either into the kept image tokens and checks it).
     """
     needs = frozenset()          # "attention" / "keys": computed by the layer BEFORE the pruning layer
+    needs_vision = False         # ScoreInputs.vision: the vision tower's own attention (vision_capture.py)
     uses_score_dtype = False     # the attention score's precision applies (PruneConfig.score_dtype)
     uses_seed = False            # PruneConfig.seed applies
 

@@ -149,6 +149,8 @@ class MaskedReference:
             grids = [(h, w, [index_of[t] for t in cells]) for h, w, cells in self.grids(r)]
             return ref.spatial(grids, k)
         if s == "vision_attention":
+            if self.vision is None:
+                raise ValueError("the vision_attention reference needs the test's own vision scores (vision=...)")
             rank = torch.cumsum(self.visual[r].long(), 0) - 1
             scores = self.vision(r)
             return ref.by_score({p: float(scores[int(rank[p])]) for p in pos}, pos, k)

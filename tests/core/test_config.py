@@ -244,6 +244,7 @@ SOLVE_BASES = {
     "dart": dict(layer=1, options={"image_pivots": 2, "text_pivots": 3}),
     "divprune": dict(layer=1, positions="original"),
     "spatial": dict(layer=2, cache_mode="recompute"),
+    "fastervlm": dict(layer=1, positions="original"),
     "custom": dict(options={"schedule": "1:0.6,4:0.3"}, scorer="random", seed=2),
 }
 assert set(SOLVE_BASES) == set(METHODS) - {"none"}, "every method must be in solve_ratio's test"

@@ -8,6 +8,7 @@ import torch
 from SequentialPrune import METHODS, PruneConfig, apply_pruning
 from SequentialPrune.testing.oracle import masked_reference
 from tiny_models import FAMILIES, IMAGE_ID, QWEN, TOKENS, VIDEO_ID, build_model, make_inputs
+from vision_oracle import reference_scores, sharpen
 
 pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
 
@@ -23,6 +24,7 @@ ORACLE_CONFIGS = {
     "dart": PruneConfig("dart", 0.7, 2, options={"image_pivots": 2, "text_pivots": 2}),
     "divprune": PruneConfig("divprune", 0.8),
     "spatial": PruneConfig("spatial", 0.75),
+    "fastervlm": PruneConfig("fastervlm", 0.75),
     "custom": PruneConfig("custom", options={"schedule": "1:0.7,4:0.4,6:0.2"}),
 }
 assert set(ORACLE_CONFIGS) == set(METHODS) - {"none"}, "every method must be in the oracle"
@@ -59,6 +61,11 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
     inputs = inputs or make_inputs(family, n_images=n_images, batch=batch)
     if dtype != torch.float32:
         inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    vision = None
+    if cfg.scorer_name == "vision_attention":
+        sharpen(model)  # the tiny towers attend almost uniformly: rounding would decide the ranking
+        vision_rows = reference_scores(model, family, inputs)
+        vision = lambda row: vision_rows[row]  # noqa: E731
     with torch.no_grad():
         with apply_pruning(model, cfg) as pruner:
             last = model(**inputs).logits[:, -1]
@@ -68,7 +75,7 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
         plan = cfg.plan(pruner.stats.n_image_tokens)
         with masked_reference(model, plan, [IMAGE_ID, VIDEO_ID], cfg.scorer_name, precision=cfg.score_dtype or
                               "float32", renumber=pruner.positions == "renumber", seed=cfg.seed or 0,
-                              options=cfg.options_dict, grids=image_grids(family, n_images)) as ref:
+                              options=cfg.options_dict, grids=image_grids(family, n_images), vision=vision) as ref:
             ref_last = model(**inputs).logits[:, -1]
             ref_kept = dict(ref.kept_image_indices)
             ref_seq, ref_step_logits = greedy(model, inputs)

@@ -1,0 +1,82 @@
+"""Where a family's vision tower is, and how its per-vision-token scores become per-LLM-image-token scores.
+
+``VisionSpec`` is the vision half of a ``FamilyAdapter`` (its ``vision`` field), read by
+``SequentialPrune.vision_capture``. The statistic is taken at the layer whose output the projector reads
+(``vision_feature_layer``; the last block for the Qwen towers), as FasterVLM takes it at LLaVA's select layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import torch
+import torch.nn as nn
+
+NEWLINE_SCORE = -1.0  # below every attention probability: LLaVA-NeXT / OneVision newline tokens go first
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """A family's vision tower, for vision-side scorers.
+
+    layers: ``fn(model) -> [attention modules]`` of the tower, in layer order.
+    layer: ``fn(model) -> int`` index (into ``layers``) of the layer the projector reads.
+    token_scores: ``fn(model, records) -> (N,)`` one score per LLM image token of every ``get_image_features``
+    call recorded (``vision_capture.VisionRecord``), in the order the model scatters them into the prompt.
+    refusal: a reason vision-side scorers cannot run on this family.
+    """
+    layers: Callable[[nn.Module], List[nn.Module]]
+    layer: Callable[[nn.Module], int]
+    token_scores: Callable
+    config_key: str = "vision_config"
+    refusal: Optional[str] = None
+
+    def attention_module(self, model: nn.Module) -> nn.Module:
+        layers = self.layers(model)
+        i = self.layer(model)
+        if not 0 <= i < len(layers):
+            raise ValueError(f"{type(model).__name__}: vision layer {i} is outside the tower's {len(layers)} layers")
+        return layers[i]
+
+    @staticmethod
+    def has_cls(model: nn.Module) -> bool:
+        """Whether the tower prepends a CLS token (CLIP's ``class_embedding``, InternViT's ``cls_token``)."""
+        return any(n.endswith(("class_embedding", "cls_token")) for n, _ in model.named_parameters())
+
+
+def feature_layer_index(model: nn.Module, n_layers: int) -> int:
+    """The layer whose output ``hidden_states[vision_feature_layer]`` is (``hidden_states[0]`` is the embeddings,
+    so ``-1`` is the last layer and ``-2`` LLaVA's select layer)."""
+    v = getattr(model.config, "vision_feature_layer", -1)
+    if not isinstance(v, int):
+        raise ValueError(f"{type(model).__name__}: vision_feature_layer {v!r} concatenates several layers; "
+                         "vision-side scorers need one select layer")
+    i = n_layers + v if v < 0 else v - 1
+    if i < 0:
+        raise ValueError(f"{type(model).__name__}: vision_feature_layer {v} selects the patch embeddings, which "
+                         "no attention layer produced")
+    return i
+
+
+def select_strategy(model, record) -> str:
+    """The ``vision_feature_select_strategy`` the call used (``"default"`` drops token 0)."""
+    return record.call.get("vision_feature_select_strategy") or model.config.vision_feature_select_strategy
+
+
+def patch_scores(model, record) -> torch.Tensor:
+    """``(crops, T')`` scores of the tokens the projector receives from one CLIP / SigLIP / InternViT call:
+    received attention divided by the queries (a mean), token 0 dropped under the ``"default"`` strategy."""
+    s = torch.cat(record.chunks, 0)
+    if record.statistic == "received":
+        s = s / s.shape[-1]
+    return s[:, 1:] if select_strategy(model, record) == "default" else s
+
+
+def encoder_layers(tower: nn.Module) -> List[nn.Module]:
+    """CLIP / SigLIP attention modules (``vision_model.encoder.layers[i].self_attn``, or without ``vision_model``)."""
+    return [layer.self_attn for layer in getattr(tower, "vision_model", tower).encoder.layers]
+
+
+def inner_model(model: nn.Module) -> nn.Module:
+    """The module that owns ``language_model`` and ``get_image_features`` (the inner ``XModel``)."""
+    return model if isinstance(getattr(model, "language_model", None), nn.Module) else model.model
