@@ -119,6 +119,9 @@ class PruneConfig:
         if self.score_dtype is not None and self.score_dtype not in SCORE_DTYPES:
             raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}, got {self.score_dtype!r}")
         first = sched.first_layer(self.layer)
+        if self.prunes and getattr(scorer_cls, "merges", False) and (first != 0 or spec.schedule != "oneshot"):
+            raise ValueError(f"the {scorer_name} scorer merges image embeddings before the decoder, so it runs with "
+                             "a one-shot schedule at layer 0 only")
         if first == 0 and self.prunes and not _layer0_ok(scorer_cls):
             need = " and ".join(sorted(scorer_cls.needs))
             raise ValueError(f"layer 0 has no previous layer, and the {scorer_name} scorer ranks tokens by the "

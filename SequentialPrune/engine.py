@@ -17,6 +17,9 @@ How it works, in one place:
   vision tower's own attention (``needs_vision``) reads what ``vision_capture.py``
   recorded while the images were encoded, mapped by the adapter to the image
   tokens at the start of the text model's prefill;
+- a merging scorer (VisionZip) also returns new hidden states for some kept
+  slots (``scorers.Selection``); they are written into those slots as the
+  layer prunes, so a merged token is a kept token like any other;
 - at decode steps, each pruned layer's cache holds only its kept tokens, so the
   full-length mask is gathered to the key positions that layer holds. When
   layer 0 itself is pruned (K = 0), the 2-D padding mask is gathered to layer
@@ -44,7 +47,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask,
 
 from .gather import (build_mask, decode_key_index, hide_keys, relative_index, take, take_mask,
                      take_position_embeddings, take_position_ids)
-from .scorers import ScoreInputs, keep_mask
+from .scorers import ScoreInputs, Selection, keep_mask
 from .stats import PruneStats
 from .vision_capture import VisionCapture
 
@@ -66,6 +69,8 @@ class _Pass:
     input_ids: Optional[torch.Tensor] = None    # (B, L) the prompt
     coords: Optional[torch.Tensor] = None       # (B, N, 3) (segment, row, col) of the image tokens
     vision: Optional[torch.Tensor] = None       # (B, N) vision-tower scores of the image tokens
+    vision_tokens: Optional[list] = None        # per row: keys / features / CLS for merging scorers
+    vision_layers: Dict[int, torch.Tensor] = field(default_factory=dict)  # extra vision layer -> (B, N) scores
     need: Dict[int, Set[str]] = field(default_factory=dict)   # layer -> what its attention call must capture
     captured: Dict[int, dict] = field(default_factory=dict)
     layer_kept: Dict[int, torch.Tensor] = field(default_factory=dict)
@@ -224,7 +229,9 @@ class Pruner:
         self._handles.append(_GenerateCalls(self))
         if self.config.prunes and getattr(self.scorer, "needs_vision", False):
             try:
-                self.vision = VisionCapture(self.model, self.adapter)
+                needs = self.scorer.needs_vision
+                self.vision = VisionCapture(self.model, self.adapter, needs if isinstance(needs, frozenset) else (),
+                                            self.scorer.vision_statistic, self.scorer.extra_vision_layers)
             except Exception:
                 self.remove()
                 raise
@@ -450,6 +457,10 @@ class Pruner:
             if st.plan and self.vision is not None:
                 # the images were encoded before this point (by this forward, or by generate before its first)
                 st.vision = self.vision.token_scores(st.n_image, st.visual.device)
+                if self.vision.needs:
+                    st.vision_tokens = self.vision.token_data(st.n_image)
+                st.vision_layers = {i: self.vision.token_scores(st.n_image, st.visual.device, layer=i)
+                                    for i in self.vision.extra}
             return None
         if 0 not in st.layer_kept:
             return None
@@ -582,9 +593,14 @@ class Pruner:
         inp = ScoreInputs(
             layer=i, keep=0, visual=vis, valid=valid, hidden=hidden, image_index=image_index, token_index=base,
             attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords, vision=st.vision,
+            vision_tokens=st.vision_tokens, vision_layers=st.vision_layers or None, project=self._projector(),
             probe=_once(partial(self._probe, i, layer, hidden, kwargs)),
             final_norm=self.adapter.final_norm(self.model))
-        keep = valid & (~vis | self._select(inp, target, st.n_visual))
+        chosen, replaced, features = self._select(inp, target, st.n_visual)
+        keep = valid & (~vis | chosen)
+        if replaced is not None:
+            replaced = replaced.to(vis.device) & keep & vis
+            hidden = torch.where(replaced[..., None], features.to(hidden.device, hidden.dtype), hidden)
         # each row's kept tokens, right-aligned; a row keeping fewer than the most starts with padding slots,
         # copies of its last token (always a kept text token) that the mask hides
         real = [r - v + t for r, v, t in zip(st.n_real, st.n_visual, target)]
@@ -613,10 +629,18 @@ class Pruner:
         if min(target) < k_max:
             img = img.masked_fill(~st.visual.gather(1, at), -1)
         self.stats.kept_image_indices[i] = img
+        if replaced is not None:
+            self.stats.merged[i] = replaced.gather(1, rel).gather(1, at) & (img >= 0)
         return take(hidden, rel, 1)
 
-    def _select(self, inp: ScoreInputs, target: List[int], present: List[int]) -> torch.Tensor:
-        """(B, n) the image tokens each row keeps: rows that prune are scored in one call per kept count, so
+    def _projector(self):
+        """``fn(pre-projector features) -> embeddings`` of this family (merging scorers), or None."""
+        merge = getattr(self.adapter.vision, "merge", None) if self.vision is not None else None
+        return None if merge is None else partial(merge.project, self.model)
+
+    def _select(self, inp: ScoreInputs, target: List[int], present: List[int]):
+        """``(keep, replaced, features)``: (B, n) the image tokens each row keeps, and the slots a merging scorer
+        gave new hidden states (None when none did). Rows that prune are scored in one call per kept count, so
         each row's selection is its batch-1 selection; a row that does not prune here keeps all of its own."""
         b = len(target)
         groups: Dict[int, List[int]] = {}
@@ -624,14 +648,25 @@ class Pruner:
             if target[r] < present[r]:
                 groups.setdefault(target[r], []).append(r)
         if len(groups) == 1 and len(next(iter(groups.values()))) == b:
-            return keep_mask(self.scorer.select(replace(inp, keep=target[0])), inp.visual, target[0],
-                             self.scorer.name)
+            groups = {target[0]: list(range(b))}
         out = inp.visual.clone()
+        replaced = features = None
         for k, rows in groups.items():
-            sub = inp.subset(rows, k)
-            out[torch.tensor(rows, device=out.device)] = keep_mask(self.scorer.select(sub), sub.visual, k,
-                                                                   self.scorer.name)
-        return out
+            sub = inp if len(rows) == b else inp.subset(rows, k)
+            got = self.scorer.select(replace(sub, keep=k) if sub is inp else sub)
+            sel = got.keep if isinstance(got, Selection) else got
+            idx = torch.tensor(rows, device=out.device)
+            out[idx] = keep_mask(sel, sub.visual, k, self.scorer.name)
+            if isinstance(got, Selection) and got.replaced is not None:
+                if not self.scorer.merges:
+                    raise RuntimeError(f"SequentialPrune: the {self.scorer.name} scorer replaced hidden states but "
+                                       "does not declare merges = True")
+                if replaced is None:
+                    replaced = torch.zeros_like(out)
+                    features = inp.hidden.new_zeros(inp.hidden.shape)
+                replaced[idx] = got.replaced.to(out.device)
+                features[idx.to(features.device)] = got.features.to(features.device, features.dtype)
+        return out, replaced, features
 
     def _probe(self, i: int, layer, hidden: torch.Tensor, kwargs) -> torch.Tensor:
         """Layer ``i``'s own last-token attention on ``hidden``: its input norm and attention module run

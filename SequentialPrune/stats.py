@@ -40,6 +40,8 @@ class PruneStats:
     row_image_tokens: List[List[int]] = field(default_factory=list)   # [row][layer]
     row_n_image: List[int] = field(default_factory=list)
     row_seq_len: List[int] = field(default_factory=list)              # each row's tokens, padding left out
+    merged: Dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, kept) bool, aligned with
+                                                                   # kept_image_indices: the slots a merge rewrote
 
     def reset(self, n_image: Sequence[int], row_len: Sequence[int], seq_len: int) -> None:
         """Start a prefill of ``len(n_image)`` rows with these image tokens and unpadded lengths."""
@@ -48,7 +50,7 @@ class PruneStats:
         self.n_image_tokens = max(self.row_n_image, default=0)
         self.row_image_tokens = [[n] * self.num_layers for n in self.row_n_image]
         self.image_tokens_per_layer = [self.n_image_tokens] * self.num_layers
-        self.kept_image_indices, self.scores = {}, {}
+        self.kept_image_indices, self.scores, self.merged = {}, {}, {}
 
     def set_layer(self, i: int, counts: Sequence[int]) -> None:
         """The image tokens each row carries into layer ``i``."""
@@ -75,7 +77,8 @@ class PruneStats:
         return PruneStats(
             self.num_layers, self.hidden_size, self.ffn_size, self.positions, list(counts), self.row_n_image[r],
             self.row_seq_len[r], 1, kept, {i: s[r:r + 1] for i, s in self.scores.items()}, self.prefills,
-            [list(counts)], [self.row_n_image[r]], [self.row_seq_len[r]])
+            [list(counts)], [self.row_n_image[r]], [self.row_seq_len[r]],
+            {i: m[r:r + 1, :counts[i]] for i, m in self.merged.items() if i in kept})
 
     @property
     def tokens_per_layer(self) -> List[int]:

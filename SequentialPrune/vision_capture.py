@@ -14,6 +14,14 @@ module, first computes the statistic from the query and key states it is handed:
 The probabilities are computed in float32 from ``softmax(q k^T * scaling + mask)``, never with
 ``output_attentions`` (sdpa and flash return no weights; Qwen towers return none at all).
 
+A merging scorer (VisionZip) also asks for, at the same layer and through the same calls (``needs_vision`` lists
+them): ``keys``, the key states averaged over heads (its merge metric); ``features``, what the family's projector
+receives (a forward pre-hook on it: the pre-projector features); ``cls``, the select layer's output at token 0
+(a forward hook on the block holding the attention module: the CLS feature, which LLaVA's projector never sees).
+
+A scorer may also force the ``received`` statistic on a tower with CLS (HiPrune) and name further layers whose
+statistic is recorded the same way (``extra_vision_layers``: HiPrune's object layer).
+
 Statistics are grouped per call of the model's ``get_image_features`` (shadowed on the instance to record its
 arguments, which ``generate`` pops before the first forward): one :class:`VisionRecord` per call. The family
 adapter turns the records into one score per LLM image token (``FamilyAdapter.vision``).
@@ -21,8 +29,8 @@ adapter turns the records into one score per LLM image token (``FamilyAdapter.vi
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from transformers import AttentionInterface
@@ -31,7 +39,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from .attention_hooks import _stock_function
 
 PREFIX = "seqprune_vision_"
-_TARGETS: Dict[int, "VisionCapture"] = {}  # id(vision attention module) -> the capture that reads it
+# id(vision attention module) -> (the capture that reads it, its slots: None = the select layer, i = extra layer i)
+_TARGETS: Dict[int, Tuple["VisionCapture", tuple]] = {}
 QUERY_CHUNK = 1 << 24  # elements of one (heads, queries, keys) block of received attention: bounds memory
 
 
@@ -41,6 +50,10 @@ class VisionRecord:
     call: dict
     statistic: str                        # "cls" or "received" (see STATISTICS)
     chunks: List[torch.Tensor] = field(default_factory=list)
+    keys: List[torch.Tensor] = field(default_factory=list)       # (B, T, Dh) head-mean keys, per chunk
+    features: List[torch.Tensor] = field(default_factory=list)   # the projector's inputs
+    cls: List[torch.Tensor] = field(default_factory=list)        # (B, C) the select layer's output at token 0
+    by_layer: Dict[int, List[torch.Tensor]] = field(default_factory=dict)  # extra layer -> its statistic's chunks
 
 
 def _bias(mask: Optional[torch.Tensor], rows: slice, kv: int) -> Optional[torch.Tensor]:
@@ -92,7 +105,7 @@ def _segments(query, key, kwargs):
 
 def _make_wrapper(base: str):
     def attention(module, query, key, value, attention_mask, **kwargs):
-        cap = _TARGETS.get(id(module))
+        cap, slots = _TARGETS.get(id(module), (None, ()))
         if cap is not None and cap.open is not None:
             scaling = kwargs.get("scaling", getattr(module, "scaling", None))
             if scaling is None:
@@ -100,7 +113,11 @@ def _make_wrapper(base: str):
             fn = STATISTICS[cap.statistic]
             with torch.no_grad():
                 for q, k in _segments(query, key, kwargs):
-                    cap.open.chunks.append(fn(q, k, attention_mask if q is query else None, scaling))
+                    stat = fn(q, k, attention_mask if q is query else None, scaling)
+                    for slot in slots:
+                        (cap.open.chunks if slot is None else cap.open.by_layer.setdefault(slot, [])).append(stat)
+                    if "keys" in cap.needs and None in slots:
+                        cap.open.keys.append(k.float().mean(dim=1))
         return _stock_function(module, base)(module, query, key, value, attention_mask, **kwargs)
     attention.__name__ = f"{PREFIX}{base}_attention"
     return attention
@@ -117,6 +134,14 @@ def ensure_registered(base: str) -> str:
     return name
 
 
+def _parent(model, module):
+    """The module that holds ``module`` as a direct child (the vision block of an attention module)."""
+    for m in model.modules():
+        if any(c is module for c in m.children()):
+            return m
+    raise ValueError(f"{type(module).__name__} has no parent module in {type(model).__name__}")
+
+
 class _Restore:
     """A handle deleting the instance attribute that shadows a method."""
 
@@ -130,12 +155,17 @@ class _Restore:
 class VisionCapture:
     """Captures the vision statistic of ``model``'s tower (the adapter's ``vision`` spec) until :meth:`remove`.
 
+    ``needs``: what else to record at the select layer (``keys``, ``features``, ``cls``); ``statistic``: force
+    ``"received"`` (or ``"cls"``) instead of the tower's default; ``extra_layers``: ``fn(n_layers) -> indices``
+    of further tower layers whose statistic is recorded too (HiPrune's object layer).
+
     ``records`` holds one :class:`VisionRecord` per ``get_image_features`` call since the last prefill that read
     them; :meth:`token_scores` turns them into one score per LLM image token, in the order the model scatters
     image features into the prompt (row-major over the batch).
     """
 
-    def __init__(self, model, adapter):
+    def __init__(self, model, adapter, needs=frozenset(), statistic: Optional[str] = None,
+                 extra_layers: Optional[Callable[[int], Tuple[int, ...]]] = None):
         spec = adapter.vision
         if spec is None:
             raise ValueError(f"{type(model).__name__}: the {adapter.family} adapter has no vision-tower capture, "
@@ -143,9 +173,30 @@ class VisionCapture:
         if spec.refusal:
             raise ValueError(f"{type(model).__name__}: vision-side scorers are not supported: {spec.refusal}")
         self.model, self.adapter, self.spec = model, adapter, spec
+        self.needs = frozenset(needs) - {True}
+        unknown = self.needs - {"keys", "features", "cls"}
+        if unknown:
+            raise ValueError(f"unknown vision capture needs {sorted(unknown)}")
+        if self.needs and spec.merge is None:
+            raise ValueError(f"{type(model).__name__}: vision-side scorers that read the tower's keys or features "
+                             f"(VisionZip, VisPruner) are not supported on the {adapter.family} family: "
+                             f"{spec.merge_refusal}")
         self.inner = adapter.multimodal_model(model)
         self.module = spec.attention_module(model)
-        self.statistic = "cls" if spec.has_cls(model) else "received"
+        self.statistic = statistic or ("cls" if spec.has_cls(model) else "received")
+        if self.statistic not in STATISTICS or (self.statistic == "cls" and not spec.has_cls(model)):
+            raise ValueError(f"{type(model).__name__}: vision statistic {self.statistic!r} is not available")
+        layers = spec.layers(model)
+        self.extra = tuple(extra_layers(len(layers))) if extra_layers else ()
+        for i in self.extra:
+            if not 0 <= i < len(layers):
+                raise ValueError(f"{type(model).__name__}: vision layer {i + 1} is outside the tower's {len(layers)} "
+                                 "layers")
+        slots: Dict[int, list] = {id(self.module): [None]}
+        self._modules = {id(self.module): self.module}
+        for i in self.extra:
+            slots.setdefault(id(layers[i]), []).append(i)
+            self._modules[id(layers[i])] = layers[i]
         self.records: List[VisionRecord] = []
         self.open: Optional[VisionRecord] = None
         self.stale = False  # the records were read by a prefill: the next encoding starts afresh
@@ -153,7 +204,7 @@ class VisionCapture:
         self._handles = []
         vcfg = getattr(model.config, spec.config_key)
         orig = vcfg._attn_implementation or "eager"
-        if orig.startswith(PREFIX) or id(self.module) in _TARGETS:
+        if orig.startswith(PREFIX) or any(k in _TARGETS for k in self._modules):
             raise ValueError("this model's vision tower is already captured by another pruner; call .remove() on it")
         name = ensure_registered(orig)
         model.set_attn_implementation({spec.config_key: name})
@@ -161,10 +212,24 @@ class VisionCapture:
             model.set_attn_implementation({spec.config_key: orig})
             raise RuntimeError(f"could not switch the vision tower's attention to {name!r}")
         self._orig = orig
-        _TARGETS[id(self.module)] = self
+        for k, v in slots.items():
+            _TARGETS[k] = (self, tuple(v))
         self._shadow("get_image_features")
         if hasattr(self.inner, "get_video_features"):
             self._shadow("get_video_features", video=True)
+        if "features" in self.needs:
+            self._handles.append(spec.merge.projector(model).register_forward_pre_hook(self._on_projector))
+        if "cls" in self.needs and self.statistic == "cls":
+            self._handles.append(_parent(model, self.module).register_forward_hook(self._on_block))
+
+    def _on_projector(self, module, args):
+        if self.open is not None:
+            self.open.features.append(args[0].detach())
+
+    def _on_block(self, module, args, output):
+        if self.open is not None:
+            out = output[0] if isinstance(output, tuple) else output
+            self.open.cls.append(out[:, 0].detach())
 
     def _shadow(self, method: str, video: bool = False) -> None:
         stock = getattr(self.inner, method)
@@ -194,12 +259,13 @@ class VisionCapture:
         """The coming forward encodes its own pixels: older records are not its images'."""
         self.stale = True
 
-    def token_scores(self, counts: List[int], device) -> torch.Tensor:
+    def token_scores(self, counts: List[int], device, layer: Optional[int] = None) -> torch.Tensor:
         """``(B, max N)`` float32: the vision score of each row's prompt image tokens (``counts[b]`` of them,
-        in prompt order; -inf beyond). Raises when the records do not cover exactly these image tokens."""
+        in prompt order; -inf beyond), at the select layer or at extra ``layer``. Raises when the records do not
+        cover exactly these image tokens."""
         if self.videos:
             raise RuntimeError("SequentialPrune: video tokens get no vision-side score yet: the vision-side "
-                               "scorers (FasterVLM) take image inputs only")
+                               "scorers (FasterVLM, VisionZip, VisPruner, HiPrune) take image inputs only")
         if not self.records:
             raise RuntimeError("SequentialPrune: the vision-side scorer found no vision-tower scores for this "
                                "prompt: its images were not encoded by get_image_features while the pruner was "
@@ -207,7 +273,11 @@ class VisionCapture:
         if any(not r.chunks for r in self.records):
             raise RuntimeError("SequentialPrune: an image was encoded without the vision capture seeing its attention "
                                "(was the vision attention implementation changed after apply_pruning?)")
-        flat = self.spec.token_scores(self.model, self.records).float().flatten()
+        records = self.records if layer is None else \
+            [replace(r, chunks=r.by_layer.get(layer, [])) for r in self.records]
+        if any(not r.chunks for r in records):
+            raise RuntimeError(f"SequentialPrune: vision layer {layer} recorded no attention")
+        flat = self.spec.token_scores(self.model, records).float().flatten()
         self.stale = True  # recompute-mode generate re-reads them at each step's prefill; a new encoding replaces
         total = sum(counts)
         if flat.numel() != total:
@@ -218,11 +288,33 @@ class VisionCapture:
             out[b, :piece.numel()] = piece
         return out.to(device)
 
+    def token_data(self, counts: List[int]) -> List[dict]:
+        """Per row, what a merging scorer reads of its ``counts[b]`` prompt image tokens (in prompt order), as the
+        adapter's ``MergeSpec`` maps it: ``keys`` ``(n, Dh)``, ``features`` ``(n, C)`` in the projector's input
+        space, ``cls``: ``[(first image token, CLS feature)]`` per image with a CLS the projector can take."""
+        merge = self.spec.merge
+        keys = merge.token_keys(self.model, self.records).float() if "keys" in self.needs else None
+        feats = merge.token_features(self.model, self.records) if "features" in self.needs else None
+        cls = merge.cls_features(self.model, self.records) if "cls" in self.needs and merge.cls_features else []
+        out, start = [], 0
+        for c in counts:
+            row = {"keys": None if keys is None else keys[start:start + c],
+                   "features": None if feats is None else feats[start:start + c],
+                   "cls": [(s - start, f) for s, f in cls if start <= s < start + c]}
+            out.append(row)
+            start += c
+        for name, t in (("keys", keys), ("features", feats)):
+            if t is not None and t.shape[0] != start:
+                raise RuntimeError(f"SequentialPrune: the vision tower gave {name} for {t.shape[0]} image tokens, "
+                                   f"but the prompt holds {start}")
+        return out
+
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        if _TARGETS.get(id(self.module)) is self:
-            del _TARGETS[id(self.module)]
+        if _TARGETS.get(id(self.module), (None,))[0] is self:
+            for k in self._modules:
+                _TARGETS.pop(k, None)
             self.model.set_attn_implementation({self.spec.config_key: self._orig})
         self.records, self.open, self.videos = [], None, False

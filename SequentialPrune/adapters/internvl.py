@@ -6,7 +6,7 @@ import math
 import torch
 
 from .base import CoordsContext, FamilyAdapter, register_adapter, square_chunk_coords
-from .vision import VisionSpec, feature_layer_index, inner_model, patch_scores
+from .vision import MergeSpec, VisionSpec, feature_layer_index, inner_model, patch_scores, patch_tensors
 
 
 def internvl_coords(adapter, ctx: CoordsContext):
@@ -34,7 +34,33 @@ def internvl_vision_scores(model, records) -> torch.Tensor:
     return torch.cat(out)
 
 
+def internvl_token_keys(model, records) -> torch.Tensor:
+    """Per tile, the head-mean keys (CLS dropped) through ``pixel_shuffle``: each LLM token gets the mean of the
+    keys of the 2x2 patches it concatenates (the shuffle concatenates whole per-patch channel blocks)."""
+    inner, out = inner_model(model), []
+    for r in records:
+        k = patch_tensors(model, r, "keys")
+        side, dh = math.isqrt(k.shape[1]), k.shape[-1]
+        grouped = inner.pixel_shuffle(k.reshape(k.shape[0], side, side, dh), scale_factor=model.config.downsample_ratio)
+        out.append(grouped.reshape(-1, grouped.shape[-1] // dh, dh).mean(dim=1))
+    return torch.cat(out)
+
+
+def internvl_token_features(model, records) -> torch.Tensor:
+    """The projector's input: per tile, the pixel-shuffled features, one row (4 patches' channels) per LLM token."""
+    return torch.cat([torch.cat(r.features, 0).flatten(0, 1) for r in records])
+
+
+def internvl_project(model, x: torch.Tensor) -> torch.Tensor:
+    return inner_model(model).multi_modal_projector(x)
+
+
+# InternViT has a CLS token, but the projector reads 2x2 patch groups (4x the width), so CLS has no slot.
+INTERNVL_MERGE = MergeSpec(lambda m: inner_model(m).multi_modal_projector, internvl_token_keys,
+                           internvl_token_features, internvl_project)
+
 # Video frames use the image token too; <img> and </img> around each tile are text.
 register_adapter(FamilyAdapter(
     "internvl", ("InternVLForConditionalGeneration", "InternVLModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=internvl_coords, vision=VisionSpec(_tower_layers, _select_layer, internvl_vision_scores)))
+    coords_fn=internvl_coords,
+    vision=VisionSpec(_tower_layers, _select_layer, internvl_vision_scores, merge=INTERNVL_MERGE)))

@@ -8,8 +8,8 @@ import torch
 
 from .base import CoordsContext, FamilyAdapter, grid_coords, register_adapter, square_chunk_coords, stack_rows, \
     visual_runs
-from .vision import NEWLINE_SCORE, VisionSpec, encoder_layers, feature_layer_index, inner_model, patch_scores, \
-    select_strategy
+from .vision import NEWLINE_SCORE, MergeSpec, VisionSpec, encoder_layers, feature_layer_index, inner_model, \
+    patch_scores, patch_tensors, select_strategy
 
 
 def _patch_side(model) -> int:
@@ -79,6 +79,46 @@ def llava_vision_scores(model, records) -> torch.Tensor:
     return torch.cat([patch_scores(model, r).flatten() for r in records])
 
 
+def _projector(model):
+    return inner_model(model).multi_modal_projector
+
+
+def llava_token_keys(model, records) -> torch.Tensor:
+    """LLaVA-1.5: each image's head-mean keys in raster order (CLS dropped as for the score)."""
+    return torch.cat([patch_tensors(model, r, "keys").flatten(0, 1) for r in records])
+
+
+def llava_token_features(model, records) -> torch.Tensor:
+    """LLaVA-1.5: the projector's input, one row per patch (the select layer's output, CLS dropped)."""
+    return torch.cat([torch.cat(r.features, 0).flatten(0, 1) for r in records])
+
+
+def llava_project(model, x: torch.Tensor) -> torch.Tensor:
+    return _projector(model)(x)
+
+
+def llava_cls_features(model, records):
+    """LLaVA-1.5 under the ``"default"`` strategy: each image's CLS feature of the select layer, with the index of
+    the image's first LLM token (under ``"full"`` the CLS token is already an image token of the prompt)."""
+    out, start = [], 0
+    for r in records:
+        per_image = torch.cat(r.chunks, 0).shape[1] - 1
+        cls = torch.cat(r.cls, 0) if r.cls else None
+        default = select_strategy(model, r) == "default"
+        for j in range(torch.cat(r.chunks, 0).shape[0]):
+            if default and cls is not None:
+                out.append((start, cls[j]))
+            start += per_image if default else per_image + 1
+    return out
+
+
+LLAVA_MERGE = MergeSpec(_projector, llava_token_keys, llava_token_features, llava_project, llava_cls_features)
+_ANYRES_MERGE = ("LLaVA-NeXT / OneVision pack each image's crops after the projector, with unpadding and newline "
+                 "tokens (OneVision may also resize the canvas), so the packed tokens have no per-token keys or "
+                 "pre-projector features, and a merged token no single crop slot; the official VisionZip / "
+                 "VisPruner code skips that packing, which the stock model cannot")
+
+
 def _crops_per_image(model, record, need_patching=None):
     """How many crops (base included) each image of a ``get_image_features`` call gave the tower."""
     mod = sys.modules[type(inner_model(model)).__module__]
@@ -122,11 +162,12 @@ def onevision_vision_scores(model, records) -> torch.Tensor:
 
 register_adapter(FamilyAdapter(
     "llava", ("LlavaForConditionalGeneration", "LlavaModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=llava_coords, vision=VisionSpec(_tower_layers, _select_layer, llava_vision_scores)))
+    coords_fn=llava_coords, vision=VisionSpec(_tower_layers, _select_layer, llava_vision_scores, merge=LLAVA_MERGE)))
 register_adapter(FamilyAdapter(
     "llava_next", ("LlavaNextForConditionalGeneration", "LlavaNextModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=anyres_coords, vision=VisionSpec(_tower_layers, _select_layer, next_vision_scores)))
+    coords_fn=anyres_coords,
+    vision=VisionSpec(_tower_layers, _select_layer, next_vision_scores, merge_refusal=_ANYRES_MERGE)))
 register_adapter(FamilyAdapter(
     "llava_onevision", ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel"),
     ("image_token_id", "video_token_id"), ("pixel_values", "pixel_values_videos"), coords_fn=anyres_coords,
-    vision=VisionSpec(_tower_layers, _select_layer, onevision_vision_scores)))
+    vision=VisionSpec(_tower_layers, _select_layer, onevision_vision_scores, merge_refusal=_ANYRES_MERGE)))

@@ -6,7 +6,7 @@ import torch
 import sys
 
 from .base import CoordsContext, FamilyAdapter, register_adapter, run_coords, stack_rows, visual_runs
-from .vision import VisionSpec, inner_model
+from .vision import MergeSpec, VisionSpec, inner_model
 
 IDS = ("image_token_id", "video_token_id")
 PIXELS = ("pixel_values", "pixel_values_videos")
@@ -111,7 +111,32 @@ def qwen_vision_scores(model, records) -> torch.Tensor:
     return torch.cat(out)
 
 
-QWEN_VISION = VisionSpec(_tower_layers, _last_block, qwen_vision_scores)
+def _per_group(model, records, name: str, pool: str) -> torch.Tensor:
+    """Per LLM image token, in raster order: ``name`` (``(seq, C)`` per record, in the tower's order) over each
+    merge group of 4 consecutive vision tokens, concatenated (``"cat"``, the merger's input) or averaged."""
+    tower = inner_model(model).visual
+    unit = tower.spatial_merge_size ** 2
+    out = []
+    for r in records:
+        x = torch.cat([t.reshape(-1, t.shape[-1]) for t in getattr(r, name)], 0)
+        groups = x.reshape(-1, unit * x.shape[-1]) if pool == "cat" else x.reshape(-1, unit, x.shape[-1]).mean(1)
+        order = _window_index(tower, r.call["image_grid_thw"].cpu())
+        if order is not None:
+            groups = torch.empty_like(groups).index_copy_(0, order.to(groups.device).long(), groups)
+        out.append(groups)
+    return torch.cat(out)
+
+
+def qwen_project(model, x: torch.Tensor) -> torch.Tensor:
+    """The merger on rows of 4 concatenated vision tokens (it normalises each token, then concatenates)."""
+    tower = inner_model(model).visual
+    return tower.merger(x.reshape(-1, x.shape[-1] // tower.spatial_merge_size ** 2))
+
+
+# Qwen3-VL's DeepStack features of a merged token stay the target's own (the engine gathers them at kept slots).
+QWEN_MERGE = MergeSpec(lambda m: inner_model(m).visual.merger, lambda m, r: _per_group(m, r, "keys", "mean"),
+                       lambda m, r: _per_group(m, r, "features", "cat"), qwen_project)
+QWEN_VISION = VisionSpec(_tower_layers, _last_block, qwen_vision_scores, merge=QWEN_MERGE)
 
 register_adapter(FamilyAdapter(
     "qwen2_vl", ("Qwen2VLForConditionalGeneration", "Qwen2VLModel"), IDS, PIXELS, mrope=True,

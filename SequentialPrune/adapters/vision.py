@@ -16,6 +16,28 @@ NEWLINE_SCORE = -1.0  # below every attention probability: LLaVA-NeXT / OneVisio
 
 
 @dataclass(frozen=True)
+class MergeSpec:
+    """What a scorer of the tower's keys or features (VisionZip, VisPruner) needs of a family, beyond the score:
+    per LLM image token in prompt order, the merge metric and the pre-projector feature, and the family's own
+    projector to map merged features.
+
+    projector: ``fn(model) -> module`` whose forward's first argument is the pre-projector features.
+    token_keys: ``fn(model, records) -> (N, Dh)`` the select layer's head-mean keys, averaged over the vision
+    tokens that form each LLM token.
+    token_features: ``fn(model, records) -> (N, C)`` each LLM token's projector input (a 2x2 group's features
+    concatenated where the projector concatenates them).
+    project: ``fn(model, x (n, C)) -> (n, D)`` the projector applied to such rows.
+    cls_features: ``fn(model, records) -> [(index of the image's first LLM token, CLS feature (C,))]`` for
+    families whose projector can take the CLS token (LLaVA); None: no CLS slot.
+    """
+    projector: Callable[[nn.Module], nn.Module]
+    token_keys: Callable
+    token_features: Callable
+    project: Callable
+    cls_features: Optional[Callable] = None
+
+
+@dataclass(frozen=True)
 class VisionSpec:
     """A family's vision tower, for vision-side scorers.
 
@@ -24,12 +46,15 @@ class VisionSpec:
     token_scores: ``fn(model, records) -> (N,)`` one score per LLM image token of every ``get_image_features``
     call recorded (``vision_capture.VisionRecord``), in the order the model scatters them into the prompt.
     refusal: a reason vision-side scorers cannot run on this family.
+    merge: the family's ``MergeSpec`` (scorers of keys or features); None: they are refused with ``merge_refusal``.
     """
     layers: Callable[[nn.Module], List[nn.Module]]
     layer: Callable[[nn.Module], int]
     token_scores: Callable
     config_key: str = "vision_config"
     refusal: Optional[str] = None
+    merge: Optional[MergeSpec] = None
+    merge_refusal: str = "no merge mapping is implemented for it"
 
     def attention_module(self, model: nn.Module) -> nn.Module:
         layers = self.layers(model)
@@ -69,6 +94,13 @@ def patch_scores(model, record) -> torch.Tensor:
     s = torch.cat(record.chunks, 0)
     if record.statistic == "received":
         s = s / s.shape[-1]
+    return s[:, 1:] if select_strategy(model, record) == "default" else s
+
+
+def patch_tensors(model, record, name: str) -> torch.Tensor:
+    """``(crops, T', C)``: a per-vision-token tensor of one CLIP / SigLIP / InternViT call (``record.keys``),
+    token 0 dropped under the ``"default"`` strategy, as :func:`patch_scores` does for the score."""
+    s = torch.cat(getattr(record, name), 0)
     return s[:, 1:] if select_strategy(model, record) == "default" else s
 
 

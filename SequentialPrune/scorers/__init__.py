@@ -1,5 +1,6 @@
 """Scorers: which image tokens stay. One file per scorer; ``SCORERS`` is the registry."""
-from .base import SCORERS, Scorer, ScoreInputs, keep_mask, register_scorer
-from . import attention, dart, divprune, pdrop, random, spatial, vision_attention  # noqa: F401  (registration)
+from .base import SCORERS, Scorer, ScoreInputs, Selection, keep_mask, register_scorer
+from . import (attention, cdpruner, dart, divprune, hiprune, pdrop, random, spatial, vision_attention,  # noqa: F401
+               vispruner, visionzip)
 
-__all__ = ["SCORERS", "Scorer", "ScoreInputs", "keep_mask", "register_scorer"]
+__all__ = ["SCORERS", "Scorer", "ScoreInputs", "Selection", "keep_mask", "register_scorer"]

@@ -40,6 +40,11 @@ class ScoreInputs:
                                                  # a row with fewer is padded with -1 rows
     vision: Optional[torch.Tensor] = None        # (B, N) vision-tower score of the prompt's N image tokens
                                                  # (needs_vision); -inf beyond a row's own N
+    vision_layers: Optional[Dict[int, torch.Tensor]] = None  # vision layer -> (B, N) scores there, for the
+                                                 # extra layers the scorer's ``extra_vision_layers`` names
+    vision_tokens: Optional[List[dict]] = None   # per row, what merging scorers read of the vision tower
+                                                 # (``VisionCapture.token_data``: keys, features, cls)
+    project: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # pre-projector features -> embeddings
     probe: Optional[Callable[[], torch.Tensor]] = None   # (B, n) this layer's own last-token attention
     final_norm: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # the decoder's final norm
     rows: Optional[Tuple[int, ...]] = None       # the batch rows these are (per-row state keys); None: 0..B-1
@@ -54,8 +59,21 @@ class ScoreInputs:
             self, keep=keep, visual=pick(self.visual), valid=pick(self.valid), hidden=pick(self.hidden),
             image_index=pick(self.image_index), token_index=pick(self.token_index), attention=pick(self.attention),
             keys=pick(self.keys), coords=pick(self.coords), vision=pick(self.vision),
+            vision_tokens=None if self.vision_tokens is None else [self.vision_tokens[r] for r in rows],
+            vision_layers=None if self.vision_layers is None else {i: pick(v) for i, v in self.vision_layers.items()},
             probe=None if probe is None else (lambda: pick(probe())),
             rows=tuple(self.rows[r] for r in rows) if self.rows is not None else rows)
+
+
+@dataclass
+class Selection:
+    """A merging scorer's answer: the kept image tokens (``keep``: scores or a bool mask, as ``select`` may
+    return), and new hidden states for some kept slots (``replaced`` (B, n) bool, ``features`` (B, n, D): rows
+    outside ``replaced`` are ignored). The engine writes them into those slots as it prunes; a replaced slot is
+    a kept token like any other (positions, cache, stats)."""
+    keep: torch.Tensor
+    replaced: Optional[torch.Tensor] = None
+    features: Optional[torch.Tensor] = None
 
 
 def keep_mask(selection: torch.Tensor, visual: torch.Tensor, keep: int, scorer: str = "scorer") -> torch.Tensor:
@@ -91,9 +109,18 @@ class Scorer:
     (:func:`keep_mask` turns either into the kept image tokens and checks it).
     """
     needs = frozenset()          # "attention" / "keys": computed by the layer BEFORE the pruning layer
-    needs_vision = False         # ScoreInputs.vision: the vision tower's own attention (vision_capture.py)
+    needs_vision = False         # ScoreInputs.vision: the vision tower's own attention (vision_capture.py); a
+                                 # frozenset of "keys" / "features" / "cls" asks for ScoreInputs.vision_tokens too
+    merges = False               # select may return a Selection with replaced slots (only before the decoder)
+    vision_statistic = None      # "received": the attention each token receives even on towers with CLS
+    needs_coords = False         # ScoreInputs.coords: the (segment, row, col) of each image token
     uses_score_dtype = False     # the attention score's precision applies (PruneConfig.score_dtype)
     uses_seed = False            # PruneConfig.seed applies
+
+    def extra_vision_layers(self, n_layers: int) -> Tuple[int, ...]:
+        """0-based indices of the vision tower's layers (of ``n_layers``) whose statistic ``ScoreInputs.vision_layers``
+        should hold besides the select layer's (needs_vision scorers)."""
+        return ()
 
     def reset(self) -> None:
         """Called at the start of every prefill."""

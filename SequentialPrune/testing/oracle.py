@@ -15,7 +15,14 @@ full-length hidden states show:
   own description of the image grids; ``random``: a twin of the seeded stream
   (one per row);
 - ``vision_attention``: the test's own vision-tower score of each image token
-  (``vision``: ``fn(row) -> one score per prompt image token``).
+  (``vision``: ``fn(row) -> one score per prompt image token``);
+- ``vispruner``: those scores and the test's own pre-projector features of each image token
+  (``vision_features``: ``fn(row) -> (N, C)``), through ``reference_vision.vispruner``;
+- ``hiprune``: the test's own deep (``vision``) and object-layer (``vision_object``) scores and its image grids,
+  through ``reference_vision.hiprune_segments``;
+- ``cdpruner``: the hidden states entering the layer (at K = 0 the input embeddings): the image tokens' through
+  ``reference_vision.cdpruner``, with relevance (``cdpruner_relevance``) to the text tokens after the last
+  image token.
 
 Physical removal must match it: masked keys get zero probability, so the kept
 tokens see exactly what they would see without the dropped ones. With
@@ -34,6 +41,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from . import reference_scorers as ref
+from . import reference_vision as rv
 
 NAME = "seqprune_test_masked_reference"
 _ACTIVE = {}
@@ -60,13 +68,16 @@ class MaskedReference:
     """Masked-reference pruning for one prompt batch; ``plan`` = {layer: image tokens kept entering it}."""
 
     def __init__(self, model, visual_ids, plan, scorer="attention", *, precision="float32", renumber=False,
-                 seed=0, options=None, grids: Optional[Callable] = None, vision: Optional[Callable] = None):
+                 seed=0, options=None, grids: Optional[Callable] = None, vision: Optional[Callable] = None,
+                 vision_features: Optional[Callable] = None, vision_object: Optional[Callable] = None):
         self.model, self.plan, self.scorer = model, plan, scorer
         self.visual_ids = torch.tensor(visual_ids)
         self.precision, self.renumber, self.seed = precision, renumber, seed
         self.options = dict(options or {})
         self.grids = grids  # fn(row) -> [(rows, cols, [image indices in row-major order])]
         self.vision = vision  # fn(row) -> [vision score of each prompt image token]
+        self.vision_features = vision_features  # fn(row) -> (N, C) pre-projector feature of each image token
+        self.vision_object = vision_object  # fn(row) -> [object-layer score of each prompt image token]
         self.kept_image_indices = {}
 
     # ---------------------------------------------------------------- prompt
@@ -154,6 +165,32 @@ class MaskedReference:
             rank = torch.cumsum(self.visual[r].long(), 0) - 1
             scores = self.vision(r)
             return ref.by_score({p: float(scores[int(rank[p])]) for p in pos}, pos, k)
+        if s == "vispruner":
+            if self.vision is None or self.vision_features is None:
+                raise ValueError("the vispruner reference needs the test's own vision scores and features")
+            rank = (torch.cumsum(self.visual[r].long(), 0) - 1)[pos].tolist()
+            scores, feats = self.vision(r), self.vision_features(r)
+            got = rv.vispruner([scores[t] for t in rank], feats[rank], k, self.options.get("important_ratio", 0.5),
+                               self.options.get("per_round", 8))
+            return {pos[j] for j in got}
+        if s == "cdpruner":
+            valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
+            text = [p for p in range(self.visual.shape[1]) if p > max(pos) and bool(valid[p]) and
+                    not self.visual[r, p] and not self.dropped[r, p]]
+            if not text:
+                text = [p for p in range(self.visual.shape[1]) if bool(valid[p]) and not self.visual[r, p]]
+            feats = hidden[r, pos].double()
+            rel = rv.cdpruner_relevance(feats, hidden[r, text].double())
+            got = rv.cdpruner(feats, rel.tolist(), k, self.options.get("theta"))
+            return {pos[j] for j in got}
+        if s == "hiprune":
+            rank = (torch.cumsum(self.visual[r].long(), 0) - 1)[pos].tolist()
+            at = {t: j for j, t in enumerate(rank)}
+            grids = [(h, w, [at[t] for t in cells if t in at]) for h, w, cells in self.grids(r)]
+            shallow, deep = self.vision_object(r), self.vision(r)
+            got = rv.hiprune_segments([shallow[t] for t in rank], [deep[t] for t in rank], k, grids,
+                                      self.options.get("alpha", 0.1))
+            return {pos[j] for j in got}
         raise ValueError(s)
 
     def _probe(self, i, layer, hidden, kwargs):
@@ -223,3 +260,75 @@ def masked_reference(model, plan, visual_ids, scorer="attention", **kw):
         for layer in layers:
             _ACTIVE.pop(id(layer.self_attn), None)
         model.set_attn_implementation({"text_config": orig})
+
+
+# ---------------------------------------------------------------------------------------------------- merging
+def _text_model_calls(model, run):
+    """The keyword arguments of every text-model call made by ``run()`` (unpruned: the stock ones)."""
+    lm = model.model.language_model
+    calls = []
+    h = lm.register_forward_pre_hook(lambda mod, args, kwargs: calls.append(dict(kwargs)), with_kwargs=True)
+    try:
+        run()
+    finally:
+        h.remove()
+    return calls
+
+
+def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_ids):
+    """The merge oracle for ONE prompt: the unpruned language model fed the reduced sequence, built here from
+    the stock model's own inputs to its text model.
+
+    ``kept``: the prompt image tokens kept (indices among them, any order); ``merged``: ``{image index: (D,)
+    embedding}`` for the kept slots whose embedding a merge replaced. The reduced sequence is the stock
+    ``inputs_embeds`` (image features scattered by the model) at the text tokens and the kept image tokens,
+    with the merged embeddings written into their slots; positions are ``0..L'-1`` (``renumber``) or the stock
+    ones gathered at the kept tokens (1-D or M-RoPE); Qwen3-VL's DeepStack features are gathered at the kept
+    image tokens. Decoding feeds each greedy token's embedding at the position the unpruned model's own
+    decoding uses at that step (renumbered: ``L' + step``). Returns (last prompt logits (V,), tokens (new,),
+    step logits (new, V))."""
+    from transformers import DynamicCache
+    ids = inputs["input_ids"]
+    assert ids.shape[0] == 1, "the merge oracle takes one prompt"
+    prompt = _text_model_calls(model, lambda: model(**inputs))[0]
+    decode = [c for c in _text_model_calls(model, lambda: model.generate(
+        **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False))[1:]]
+    visual = torch.isin(ids[0], torch.tensor(visual_ids))
+    image_pos = visual.nonzero().flatten()
+    keep_tok = ~visual
+    keep_tok[image_pos[sorted(kept)]] = True
+    at = keep_tok.nonzero().flatten()
+    embeds = prompt["inputs_embeds"][:, at].clone()
+    rank = torch.cumsum(visual.long(), 0) - 1
+    for idx, emb in merged.items():
+        slot = int((at == image_pos[idx]).nonzero())
+        embeds[0, slot] = emb.to(embeds)
+    n = at.numel()
+    pos = prompt.get("position_ids")
+    if pos is None:  # the text model counts 0..L-1 itself
+        pos = torch.arange(ids.shape[1])[None]
+    pos = torch.arange(n)[None] if renumber else pos[..., at]
+    extra = {}
+    if prompt.get("deepstack_visual_embeds") is not None:
+        keep_img = rank[at][visual[at]]
+        extra = dict(visual_pos_masks=visual[at][None],
+                     deepstack_visual_embeds=[d[keep_img] for d in prompt["deepstack_visual_embeds"]])
+    lm, head = model.model.language_model, model.lm_head
+    cache = DynamicCache()
+    with torch.no_grad():
+        out = lm(inputs_embeds=embeds, position_ids=pos, past_key_values=cache, use_cache=True, **extra)
+        logits = head(out.last_hidden_state[:, -1])
+        last, tokens, steps = logits[0], [], []
+        for s in range(new_tokens):
+            tok = logits.argmax(-1)
+            tokens.append(int(tok))
+            steps.append(logits[0])
+            if s == new_tokens - 1:
+                break
+            p = decode[s].get("position_ids")
+            if renumber or p is None:
+                p = torch.full((1, 1), (n if renumber else ids.shape[1]) + s)
+            out = lm(inputs_embeds=model.get_input_embeddings()(tok[:, None]), position_ids=p,
+                     past_key_values=cache, use_cache=True)
+            logits = head(out.last_hidden_state[:, -1])
+    return last, torch.tensor(tokens), torch.stack(steps)

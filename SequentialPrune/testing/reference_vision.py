@@ -209,6 +209,43 @@ def visionzip(attn: torch.Tensor, keys: torch.Tensor, hidden: torch.Tensor, domi
     return kept, torch.stack(rows)
 
 
+def visionzip_targets(rest: Sequence[int], contextual: int) -> List[int]:
+    """VisionZip's contextual targets among the remaining tokens (in position order): every
+    ``max(1, R // contextual)``-th one, the first ``contextual`` of them."""
+    if contextual <= 0:
+        return []
+    step = max(1, len(rest) // contextual)
+    return [rest[i] for i in range(0, len(rest), step)][:contextual]
+
+
+def visionzip_no_cls(scores: Sequence[float], metric: torch.Tensor, hidden: torch.Tensor, dominant: int,
+                     contextual: int) -> Tuple[List[int], List[int], torch.Tensor]:
+    """VisionZip on a tower without CLS (or a CLS the projector cannot take), over LLM tokens: dominant = the
+    top ``dominant`` by ``scores`` (no CLS among them); contextual as in :func:`visionzip`, on ``metric``
+    ``(N, Dh)`` (one key vector per token) and ``hidden`` ``(N, C)`` (one pre-projector feature per token).
+    Returns ``(dominant, targets, features)``: sorted dominant positions, targets in order, and
+    ``(contextual, C)`` the contextual features in target order."""
+    n = len(scores)
+    kept = top_positions(scores, dominant)
+    rest = [p for p in range(n) if p not in set(kept)]
+    targets = visionzip_targets(rest, contextual)
+    unit = {p: _unit(metric[p]) for p in rest}
+    assigned: Dict[int, List[int]] = {tg: [] for tg in targets}
+    for p in rest:
+        if p in assigned:
+            continue
+        sims = [float(unit[p] @ unit[tg]) for tg in targets]
+        assigned[targets[max(range(len(targets)), key=lambda i: (sims[i], -i))]].append(p)
+    rows = []
+    for tg in targets:
+        extra = torch.zeros_like(hidden[tg].double())
+        for p in assigned[tg]:
+            extra = extra + hidden[p].double()
+        rows.append(hidden[tg].double() + (extra / len(assigned[tg]) if assigned[tg] else extra))
+    feats = torch.stack(rows) if rows else torch.zeros(0, hidden.shape[1], dtype=torch.float64)
+    return kept, targets, feats
+
+
 # ----------------------------------------------------------------------------------------------------------
 # VisPruner
 
@@ -332,6 +369,35 @@ def hiprune(shallow: Sequence[float], deep: Sequence[float], keep: int, width: i
     else:
         others = [i for i in range(n) if i not in near]
         registers = [others[i] for i in _rank([float(deep[i]) for i in others])[:registers_num]]
+    return sorted(near | set(registers))
+
+
+def hiprune_segments(shallow: Sequence[float], deep: Sequence[float], keep: int, grids, alpha: float = 0.1
+                     ) -> List[int]:
+    """HiPrune over several token grids (the images, tiles or crops of one prompt, as SequentialPrune applies it):
+    ``grids`` ``[(rows, cols, [token index of each cell, row-major])]``. Anchors: the top ``round(keep * alpha
+    / 5)`` of all tokens by ``shallow``; each anchor's buffers are the official ``q - 1, q + 1, q - cols,
+    q + cols`` of its cell ``q`` within ITS grid, clamped into that grid's ``[0, cells - 1]``; registers: the
+    top of the other tokens by ``deep``. Fewer anchors are taken while anchors and buffers exceed ``keep``. On
+    one grid this is :func:`hiprune`. Returns kept token indices, sorted."""
+    where = {}
+    for rows, cols, cells in grids:
+        for q, t in enumerate(cells):
+            where[t] = (cells, cols, q)
+    n = len(shallow)
+    order = _rank([float(s) for s in shallow])
+    anchors_num = round(keep * alpha / 5)
+    while True:
+        near = set()
+        for p in order[:anchors_num]:
+            cells, cols, q = where[p]
+            for d in (0, -1, 1, -cols, cols):
+                near.add(cells[min(max(q + d, 0), len(cells) - 1)])
+        if len(near) <= keep or anchors_num == 0:
+            break
+        anchors_num -= 1
+    others = [i for i in range(n) if i not in near]
+    registers = [others[i] for i in _rank([float(deep[i]) for i in others])[:keep - len(near)]]
     return sorted(near | set(registers))
 
 

@@ -245,6 +245,10 @@ SOLVE_BASES = {
     "divprune": dict(layer=1, positions="original"),
     "spatial": dict(layer=2, cache_mode="recompute"),
     "fastervlm": dict(layer=1, positions="original"),
+    "visionzip": dict(positions="original", options={"contextual_ratio": 0.25}),
+    "vispruner": dict(layer=1, positions="original", options={"important_ratio": 0.25, "per_round": 4}),
+    "hiprune": dict(layer=1, positions="original", options={"alpha": 0.3, "object_layer": 2}),
+    "cdpruner": dict(layer=1, positions="original", options={"theta": 0.5}),
     "custom": dict(options={"schedule": "1:0.6,4:0.3"}, scorer="random", seed=2),
 }
 assert set(SOLVE_BASES) == set(METHODS) - {"none"}, "every method must be in solve_ratio's test"
@@ -260,7 +264,10 @@ def test_solve_ratio_keeps_every_other_field_and_meets_the_budget(method):
         assert solved == base.replace(ratio=solved.ratio)  # only the ratio moved
         assert solved.average_image_tokens(64, 12) <= target
     # every layer before the first pruning one holds all 64: no ratio averages 0.5, and it is refused as for_budget
-    # refuses it
+    # refuses it (a merging method prunes at layer 0 only, where R = 1 reaches any budget)
+    if base.layer == 0:
+        assert SCORERS[base.scorer_name].merges and base.solve_ratio(0.5, 64, 12).plan(64) == {0: 0}
+        return
     with pytest.raises(ValueError, match="closest"):
         base.solve_ratio(0.5, 64, 12)
 

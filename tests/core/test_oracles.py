@@ -5,10 +5,11 @@ Every registered method runs here, on every supported family, with sdpa and eage
 import pytest
 import torch
 
-from SequentialPrune import METHODS, PruneConfig, apply_pruning
-from SequentialPrune.testing.oracle import masked_reference
+from SequentialPrune import METHODS, SCORERS, PruneConfig, apply_pruning
+from SequentialPrune.adapters import families
+from SequentialPrune.testing.oracle import masked_reference, merge_reference
 from tiny_models import FAMILIES, IMAGE_ID, QWEN, TOKENS, VIDEO_ID, build_model, make_inputs
-from vision_oracle import reference_scores, sharpen
+from vision_oracle import reference_features, reference_scores, sharpen
 
 pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
 
@@ -25,9 +26,36 @@ ORACLE_CONFIGS = {
     "divprune": PruneConfig("divprune", 0.8),
     "spatial": PruneConfig("spatial", 0.75),
     "fastervlm": PruneConfig("fastervlm", 0.75),
+    "visionzip": PruneConfig("visionzip", 0.75, options={"contextual_ratio": 0.25}),
+    "vispruner": PruneConfig("vispruner", 0.6, options={"per_round": 2}),
+    "hiprune": PruneConfig("hiprune", 0.5, options={"alpha": 0.5}),
+    "cdpruner": PruneConfig("cdpruner", 0.7),
     "custom": PruneConfig("custom", options={"schedule": "1:0.7,4:0.4,6:0.2"}),
 }
 assert set(ORACLE_CONFIGS) == set(METHODS) - {"none"}, "every method must be in the oracle"
+# Merging methods rewrite kept slots, which the masked reference cannot express: the merge oracle checks them.
+MERGING = sorted(m for m, c in ORACLE_CONFIGS.items() if SCORERS[c.scorer_name].merges)
+MASKED = sorted(set(ORACLE_CONFIGS) - set(MERGING))
+
+
+def supported(method, family) -> bool:
+    """Whether ``method`` runs on ``family`` (a scorer of the tower's keys or features needs its mapping)."""
+    needs = SCORERS[ORACLE_CONFIGS[method].scorer_name].needs_vision if method in ORACLE_CONFIGS else False
+    return not isinstance(needs, frozenset) or families()[family].vision.merge is not None
+
+
+def runnable(methods, fams=FAMILIES):
+    return [(f, m) for f in fams for m in methods if supported(m, f)]
+
+
+# The vision-side methods added with the merge machinery run sdpa on every family and eager on two (their vision
+# capture under both is exercised there; FasterVLM runs both everywhere): this bounds the suite's time.
+LATER_VISION = ("visionzip", "vispruner", "hiprune", "cdpruner")
+
+
+def with_attns(cases, eager_families=("llava", "qwen2_5_vl")):
+    return [(f, m, a) for f, m in cases for a in ATTNS
+            if a == "sdpa" or m not in LATER_VISION or f in eager_families]
 
 
 def greedy(model, inputs, **kw):
@@ -61,11 +89,17 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
     inputs = inputs or make_inputs(family, n_images=n_images, batch=batch)
     if dtype != torch.float32:
         inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
-    vision = None
-    if cfg.scorer_name == "vision_attention":
+    vision = features = shallow = None
+    if cfg.scorer_name in ("vision_attention", "vispruner", "hiprune"):
         sharpen(model)  # the tiny towers attend almost uniformly: rounding would decide the ranking
-        vision_rows = reference_scores(model, family, inputs)
+        vision_rows = reference_scores(model, family, inputs, received=cfg.scorer_name == "hiprune")
         vision = lambda row: vision_rows[row]  # noqa: E731
+    if cfg.scorer_name == "hiprune":  # the tiny towers have one layer: the object layer is the deep one
+        shallow_rows = reference_scores(model, family, inputs, received=True, layer=0)
+        shallow = lambda row: shallow_rows[row]  # noqa: E731
+    if cfg.scorer_name == "vispruner":
+        feature_rows = reference_features(model, family, inputs)
+        features = lambda row: feature_rows[row]  # noqa: E731
     with torch.no_grad():
         with apply_pruning(model, cfg) as pruner:
             last = model(**inputs).logits[:, -1]
@@ -75,7 +109,8 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
         plan = cfg.plan(pruner.stats.n_image_tokens)
         with masked_reference(model, plan, [IMAGE_ID, VIDEO_ID], cfg.scorer_name, precision=cfg.score_dtype or
                               "float32", renumber=pruner.positions == "renumber", seed=cfg.seed or 0,
-                              options=cfg.options_dict, grids=image_grids(family, n_images), vision=vision) as ref:
+                              options=cfg.options_dict, grids=image_grids(family, n_images), vision=vision,
+                              vision_features=features, vision_object=shallow) as ref:
             ref_last = model(**inputs).logits[:, -1]
             ref_kept = dict(ref.kept_image_indices)
             ref_seq, ref_step_logits = greedy(model, inputs)
@@ -100,9 +135,10 @@ def assert_matches(pruner, plan, ours, theirs, logit_tol=1e-5, step_tol=1e-4):
     assert (step_logits - ref_step_logits).abs().max().item() < step_tol
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("attn", ATTNS)
-@pytest.mark.parametrize("method", ["none"] + sorted(ORACLE_CONFIGS))
+# At R = 0 a vision-side pruner installs no capture at all, so the later ones run on two families only.
+@pytest.mark.parametrize("family,method,attn", with_attns(
+    [(f, m) for f, m in runnable(["none"] + sorted(ORACLE_CONFIGS)) if m not in LATER_VISION or
+     f in ("llava", "qwen2_5_vl")]))
 def test_ratio_zero_is_bit_identical(family, attn, method):
     model = build_model(family, attn)
     inputs = make_inputs(family)
@@ -120,9 +156,7 @@ def test_ratio_zero_is_bit_identical(family, attn, method):
     assert n == TOKENS[family] and pruner.stats.image_tokens_per_layer == [n] * 12
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("attn", ATTNS)
-@pytest.mark.parametrize("method", sorted(ORACLE_CONFIGS))
+@pytest.mark.parametrize("family,method,attn", with_attns(runnable(MASKED)))
 def test_pruned_equals_masked_reference(family, attn, method):
     cfg = ORACLE_CONFIGS[method]
     pruner, plan, ours, theirs = run_against_reference(family, attn, cfg)
@@ -131,8 +165,7 @@ def test_pruned_equals_masked_reference(family, attn, method):
     assert_matches(pruner, plan, ours, theirs)
 
 
-@pytest.mark.parametrize("family", ["llava", "llava_onevision", "qwen2_vl", "qwen3_vl"])
-@pytest.mark.parametrize("method", sorted(ORACLE_CONFIGS))
+@pytest.mark.parametrize("family,method", runnable(MASKED, ["llava", "llava_onevision", "qwen2_vl", "qwen3_vl"]))
 def test_left_padded_batch_equals_masked_reference(family, method):
     pruner, plan, ours, theirs = run_against_reference(family, "eager", ORACLE_CONFIGS[method], batch=2)
     assert pruner.stats.batch_size == 2
@@ -276,3 +309,50 @@ def test_mask_hole_after_the_image_equals_masked_reference(family, method):
     inputs["attention_mask"] = mask
     pruner, plan, ours, theirs = run_against_reference(family, "eager", ORACLE_CONFIGS[method], inputs=inputs)
     assert_matches(pruner, plan, ours, theirs)
+
+
+# ---------------------------------------------------------------------------------------------- merging
+def run_against_merge_reference(family, attn, cfg, inputs=None):
+    """The pruned run, and the merge oracle fed the kept image tokens and the merged slots' embeddings that the
+    pruned run wrote into layer 0 (``merge_reference`` builds the reduced sequence from the stock model)."""
+    model = build_model(family, attn)
+    sharpen(model)
+    inputs = inputs or make_inputs(family)
+    entering = []
+    with torch.no_grad():
+        with apply_pruning(model, cfg) as pruner:
+            layer0 = model.model.language_model.layers[0]
+            h = layer0.register_forward_pre_hook(  # after the pruner's own hook: the pruned hidden states
+                lambda m, a, k: entering.append((a[0] if a else k["hidden_states"]).clone()), with_kwargs=True)
+            last = model(**inputs).logits[0, -1]
+            h.remove()
+            kept = pruner.stats.kept_image_indices[0][0].tolist()
+            merged = pruner.stats.merged[0][0].tolist()
+            seq, step_logits = greedy(model, inputs)
+        visual = torch.isin(inputs["input_ids"][0], torch.tensor([IMAGE_ID, VIDEO_ID]))
+        image_pos = visual.nonzero().flatten()
+        keep_tok = ~visual
+        keep_tok[image_pos[kept]] = True
+        at = keep_tok.nonzero().flatten().tolist()
+        embeds = {k: entering[0][0, at.index(int(image_pos[k]))] for k, m in zip(kept, merged) if m}
+        ref = merge_reference(model, inputs, kept, embeds, pruner.positions == "renumber", NEW, [IMAGE_ID, VIDEO_ID])
+    return pruner, (last, seq[0, -NEW:], step_logits[0]), ref, embeds
+
+
+@pytest.mark.parametrize("attn", ATTNS)
+@pytest.mark.parametrize("family,method", runnable(MERGING))
+def test_merging_equals_the_merge_reference(family, attn, method):
+    cfg = ORACLE_CONFIGS[method]
+    pruner, (last, seq, steps), (ref_last, ref_seq, ref_steps), embeds = run_against_merge_reference(
+        family, attn, cfg)
+    assert embeds, "the setting must merge something"
+    assert pruner.stats.image_tokens_per_layer == cfg.tokens_per_layer(TOKENS[family], 12)
+    assert (last - ref_last).abs().max().item() < 1e-5
+    assert torch.equal(seq, ref_seq)  # cached decoding on the pruned, merged cache
+    assert (steps - ref_steps).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in ORACLE_CONFIGS if not supported(m, f)])
+def test_scorers_of_keys_or_features_are_refused_where_the_family_has_no_mapping(family, method):
+    with pytest.raises(ValueError, match="keys or features .* are not supported on the"):
+        apply_pruning(build_model(family), ORACLE_CONFIGS[method])

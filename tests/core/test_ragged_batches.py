@@ -11,7 +11,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, flash_atten
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from SequentialPrune import PruneConfig, apply_pruning
-from test_oracles import ORACLE_CONFIGS
+from test_oracles import ORACLE_CONFIGS, runnable
 from tiny_models import FAMILIES, QWEN, build_model, collate, row_inputs
 
 pytestmark = pytest.mark.core  # also run on the oldest supported transformers in CI
@@ -70,8 +70,7 @@ def assert_rows_alone(family, cfg, rows, attn="sdpa", **gen_kw):
     return per_row
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", sorted(ORACLE_CONFIGS))
+@pytest.mark.parametrize("family,method", runnable(sorted(ORACLE_CONFIGS), FAMILIES))
 def test_a_mixed_batch_gives_each_row_what_it_gives_alone(family, method):
     per_row = assert_rows_alone(family, ORACLE_CONFIGS[method], mixed_rows(family))
     counts = [s.n_image_tokens for s in per_row]

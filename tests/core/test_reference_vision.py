@@ -230,3 +230,22 @@ def test_hiprune_budgets():
     assert rv.hiprune_budget_llava(64, 1) == 64
     assert rv.hiprune_budget_qwen(1000, 0.223) == 223
     assert [round(k * 0.1 / 5) for k in (192, 128, 64)] == [4, 3, 1]  # anchors at LLaVA-1.5's budgets
+
+
+def test_visionzip_without_cls_and_hiprune_over_grids_reduce_to_the_official_rules():
+    """The two extensions written for SequentialPrune's families: on inputs the official rules cover they are
+    those rules (VisionZip: CLS first, then the same dominant / contextual split; HiPrune: one grid)."""
+    g = torch.Generator().manual_seed(3)
+    t, h = 9, 2
+    attn = torch.softmax(torch.randn(h, t, t, generator=g, dtype=torch.float64), -1)
+    keys = torch.randn(h, t, 4, generator=g, dtype=torch.float64)
+    hidden = torch.randn(t, 5, generator=g, dtype=torch.float64)
+    kept, feats = rv.visionzip(attn, keys, hidden, dominant=4, contextual=2)
+    scores = [1e9] + rv.cls_attention(attn, "sum")  # CLS first, as VisionZip always keeps it
+    dom, targets, ctx = rv.visionzip_no_cls(scores, keys.mean(0), hidden, dominant=4, contextual=2)
+    assert dom == kept and targets == rv.visionzip_targets([p for p in range(t) if p not in kept], 2)
+    assert torch.allclose(ctx, feats[4:])
+    shallow = torch.rand(16, generator=g).tolist()
+    deep = torch.rand(16, generator=g).tolist()
+    assert rv.hiprune_segments(shallow, deep, 12, [(4, 4, list(range(16)))], alpha=1.0) == \
+        rv.hiprune(shallow, deep, 12, width=4, alpha=1.0)  # 2 anchors: at most 10 near tokens

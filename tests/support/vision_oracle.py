@@ -91,10 +91,11 @@ def window_index(model, grid_thw):
                                    patch_size=v.patch_size)[0].tolist()
 
 
-def qwen_scores(model, inputs, calls) -> List[float]:
-    """Per LLM image token (all images, in order): the attention each vision token receives at the last block,
-    head mean, query mean over its image, pooled per 2x2 merge group, un-windowed (Qwen2.5-VL)."""
-    last = model.model.visual.blocks[-1].attn
+def qwen_scores(model, inputs, calls, block: int = -1) -> List[float]:
+    """Per LLM image token (all images, in order): the attention each vision token receives at ``block`` (the
+    last by default), head mean, query mean over its image, pooled per 2x2 merge group, un-windowed
+    (Qwen2.5-VL)."""
+    last = model.model.visual.blocks[block].attn
     chunks = [w[0].double() for m, w in calls if m is last]
     attn = rv.block_diagonal(chunks)  # the whole packed sequence, in the tower's order
     grid = inputs["image_grid_thw"]
@@ -109,17 +110,22 @@ def qwen_scores(model, inputs, calls) -> List[float]:
     return out
 
 
-def reference_scores(model, family: str, inputs) -> List[List[float]]:
-    """Per batch row, one vision score per prompt image token, in prompt order."""
+def reference_scores(model, family: str, inputs, received: bool = False, layer=None) -> List[List[float]]:
+    """Per batch row, one vision score per prompt image token, in prompt order: the CLS row where the tower has
+    CLS, else (or with ``received``) the attention each token receives (query mean over all queries, CLS's
+    included, CLS column dropped), at the select layer or at 0-based ``layer``."""
     with torch.no_grad(), eager_vision(model, recorder=family in QWEN) as calls:
         if family in QWEN:
             model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
-            flat = qwen_scores(model, inputs, calls)
+            flat = qwen_scores(model, inputs, calls, -1 if layer is None else layer)
         else:
             out = model.model.vision_tower(_tower_pixels(family, inputs), output_attentions=True, return_dict=True)
-            attn = out.attentions[model.config.vision_feature_layer].double()  # (images or crops, H, T, T)
+            at = model.config.vision_feature_layer if layer is None else layer
+            attn = out.attentions[at].double()  # (images or crops, H, T, T)
             if family == "llava_onevision":  # SigLIP: no CLS, "full" strategy
                 per = [rv.received_attention(a) for a in attn]
+            elif received:
+                per = [rv.received_attention(a, drop_cls=True) for a in attn]
             else:
                 per = [rv.cls_attention(a) for a in attn]
             if family == "internvl":
@@ -137,3 +143,31 @@ def reference_scores(model, family: str, inputs) -> List[List[float]]:
         rows.append(flat[s:s + c])
         s += c
     return rows
+
+
+def reference_features(model, family: str, inputs) -> List[torch.Tensor]:
+    """Per batch row, ``(N, C)``: each prompt image token's pre-projector feature, from the tower's own outputs
+    (LLaVA: the select layer's hidden states, CLS dropped; InternVL: the last hidden state, CLS dropped, each
+    LLM token's 2x2 patches concatenated in pixel-shuffle order; Qwen: the merger's input, 4 consecutive tokens
+    concatenated, un-windowed for Qwen2.5-VL)."""
+    with torch.no_grad():
+        if family in QWEN:
+            grid = inputs["image_grid_thw"]
+            hidden = model.model.visual(inputs["pixel_values"], grid_thw=grid).last_hidden_state
+            groups = list(hidden.reshape(-1, 4 * hidden.shape[-1]))
+            if hasattr(model.model.visual, "window_size"):
+                groups = rv.unwindow(groups, window_index(model, grid))
+            flat = torch.stack(groups)
+        else:
+            out = model.model.vision_tower(_tower_pixels(family, inputs), output_hidden_states=True, return_dict=True)
+            if family == "internvl":
+                hidden = out.last_hidden_state[:, 1:]
+                side = int(hidden.shape[1] ** 0.5)
+                flat = torch.cat([torch.stack([torch.cat([h[i] for i in g]) for g in rv.internvl_pixel_shuffle_groups(
+                    side)]) for h in hidden])
+            elif family == "llava":
+                flat = out.hidden_states[model.config.vision_feature_layer][:, 1:].flatten(0, 1)
+            else:
+                raise ValueError(f"no reference features for {family}")
+    counts = torch.isin(inputs["input_ids"], torch.tensor([IMAGE_ID, VIDEO_ID])).sum(dim=1).tolist()
+    return list(torch.split(flat, counts))

@@ -1,0 +1,99 @@
+"""HiPrune: anchors from a middle vision layer, their grid neighbours, and registers from the deep layer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from .base import Scorer, ScoreInputs, keep_mask_from_rows, register_scorer
+
+OBJECT_FRACTION = 9 / 24  # the official object layer 9 of CLIP-L's 24, for towers of other depths
+
+
+def grids_of(coords: torch.Tensor) -> Tuple[List[int], List[int], List[int]]:
+    """Per image token (rows of ``coords`` (N, 3)): its segment's first token, its segment's token count and
+    width, for the neighbour rule (tokens of a segment are consecutive and row-major)."""
+    seg = coords[:, 0].tolist()
+    first, size, width = [], [], []
+    start: Dict[int, int] = {}
+    for t, s in enumerate(seg):
+        start.setdefault(s, t)
+    counts = {s: seg.count(s) for s in start}
+    cols = {s: int(coords[coords[:, 0] == s, 2].max()) + 1 for s in start}
+    for s in seg:
+        first.append(start[s])
+        size.append(counts[s])
+        width.append(cols[s])
+    return first, size, width
+
+
+def hiprune_keep(shallow: torch.Tensor, deep: torch.Tensor, coords: torch.Tensor, keep: int, alpha: float
+                 ) -> torch.Tensor:
+    """One row's HiPrune over its ``N`` image tokens. Anchors: the top ``round(keep * alpha / 5)`` by the object
+    layer's score; buffers: each anchor's ``q - 1, q + 1, q - width, q + width`` (``q`` its cell in its own
+    image / tile / crop grid), clamped into that grid as the official code clamps into ``[0, 575]``; fewer
+    anchors while anchors and buffers exceed ``keep``. Registers: the top of the other tokens by the deep score.
+    Returns kept indices."""
+    n = shallow.numel()
+    first, size, width = grids_of(coords)
+    order = torch.sort(shallow.float(), descending=True, stable=True).indices.tolist()
+    anchors_n = int(round(keep * alpha / 5))
+    while True:
+        near = set()
+        for p in order[:anchors_n]:
+            q = p - first[p]
+            for d in (0, -1, 1, -width[p], width[p]):
+                near.add(first[p] + min(max(q + d, 0), size[p] - 1))
+        if len(near) <= keep or anchors_n == 0:
+            break
+        anchors_n -= 1
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[list(near)] = False
+    others = rest.nonzero().flatten()
+    by_deep = torch.sort(deep.float().cpu()[others], descending=True, stable=True).indices[:keep - len(near)]
+    return torch.cat([torch.tensor(sorted(near), dtype=torch.long), others[by_deep]])
+
+
+@register_scorer("hiprune")
+@dataclass
+class HiPrune(Scorer):
+    """HiPrune (Liu et al., 2025): the vision tower's attention each token receives (head mean, query mean, on
+    every tower) at an object layer gives a few anchors and their four grid neighbours; the deep (select)
+    layer's gives the registers that fill the budget. ``object_layer`` is 1-based as the official
+    ``HIPRUNE_OBJECT_LAYER``; None: 9 of 24 scaled to the tower's depth (9 on CLIP-L). All images of a prompt
+    form one pool; buffers stay within each anchor's own image, tile or crop grid."""
+    alpha: float = 0.1
+    object_layer: Optional[int] = None
+    needs_vision = True
+    needs_coords = True
+    vision_statistic = "received"
+
+    def __post_init__(self):
+        if not 0 <= float(self.alpha) <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        ol = self.object_layer
+        if ol is not None and (isinstance(ol, bool) or int(ol) != ol or ol < 1):
+            raise ValueError(f"object_layer must be a 1-based layer number, got {ol!r}")
+
+    def extra_vision_layers(self, n_layers: int) -> Tuple[int, ...]:
+        ol = self.object_layer if self.object_layer is not None else max(1, round(n_layers * OBJECT_FRACTION))
+        return (int(ol) - 1,)
+
+    def select(self, inp: ScoreInputs):
+        if inp.vision is None or not inp.vision_layers or inp.coords is None:
+            raise RuntimeError("the hiprune scorer needs the vision tower's scores at two layers and the image grids")
+        (shallow_all,) = inp.vision_layers.values()
+        b, n = inp.visual.shape
+        rows = []
+        for r in range(b):
+            slots = inp.visual[r].nonzero().flatten()
+            idx = inp.image_index[r, slots].long()
+            coords = inp.coords[r].cpu()
+            coords = coords[coords[:, 0] >= 0]
+            if slots.numel() != coords.shape[0]:
+                raise RuntimeError("the hiprune scorer needs every image token present (it prunes once)")
+            got = hiprune_keep(shallow_all[r, idx.to(shallow_all.device)], inp.vision[r, idx.to(inp.vision.device)],
+                               coords, inp.keep, float(self.alpha))
+            rows.append(slots[got.to(slots.device)])
+        return keep_mask_from_rows((b, n), rows, inp.visual.device)
