@@ -22,6 +22,8 @@
 #   NPROC       processes; above 1 through torchrun --nproc-per-node=$NPROC (data parallel) [1]
 #   TORCHRUN    multi-process launcher [torchrun beside $PYTHON, else $PYTHON -m torch.distributed.run]
 #   EXTRA_ARGS  more generate.py flags                      DRY_RUN 1: print each command instead of running it
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/_grid_common.sh"
+
 MILEBENCH_29="ActionLocalization ActionPrediction ActionSequence CharacterOrder CounterfactualInference \
 EgocentricNavigation MovingAttribute MovingDirection ObjectExistence ObjectInteraction ObjectShuffle SceneTransition \
 StateChange ALFRED CLEVR-Change DocVQA IEdit MMCoQA MultiModalQA nuscenes OCR-VQA SlideVQA Spot-the-Diff TQA WebQA \
@@ -32,33 +34,16 @@ milebench_grid() {
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     repo="$(cd "$here/../.." && pwd)"
     local model="${MODEL:-llava_seqprune}" python
-    if [ -n "${PYTHON:-}" ]; then python="$PYTHON"
-    elif [ -x "${VENV:-$repo/.venv}/bin/python" ]; then python="${VENV:-$repo/.venv}/bin/python"
-    else python=python3; fi
-    local -a data ratios layers methods extra common failed=() names=()
+    python="$(seqprune_python)"
+    local -a data extra common launcher failed=() names=()
     local default_data="$MILEBENCH_29"
     if [ -n "${DOCVQA_ANN:-}" ]; then default_data+=" ANLS_DocVQA"; fi
     if [ -n "${OCRVQA_DIR:-}" ]; then default_data+=" Rouge_OCR_VQA"; fi
     read -r -a data <<< "${DATA:-$default_data}"
-    read -r -a ratios <<< "${RATIOS:-0.5 0.75 0.9}"
-    read -r -a layers <<< "${LAYERS:-2 3 5}"
-    read -r -a methods <<< "${METHODS:-sequential fastv}"
     read -r -a extra <<< "${EXTRA_ARGS:-}"
-    local cache="${CACHE_MODE:-recompute}" score="${SCORE_DTYPE:-model}" suffix="" step="${STEP:-10}"
-    if [ "$cache" != recompute ]; then suffix+="_$cache"; fi
-    if [ "$score" != model ]; then suffix+="_score$score"; fi
-    local out="${OUTPUT_DIR:-$repo/outputs/milebench_$model$suffix}"
+    local out="${OUTPUT_DIR:-$repo/outputs/milebench_$model$(seqprune_output_suffix)}"
     if [ -n "${GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
-    local nproc="${NPROC:-1}"
-    local -a launcher=("$python")
-    if [ "$nproc" -gt 1 ]; then  # data parallel: each process answers every NPROC-th sample
-        local pydir
-        pydir="$(dirname "$(command -v "$python")")"
-        if [ -n "${TORCHRUN:-}" ]; then read -r -a launcher <<< "$TORCHRUN"
-        elif [ -x "$pydir/torchrun" ]; then launcher=("$pydir/torchrun")
-        else launcher=("$python" -m torch.distributed.run); fi
-        launcher+=("--nproc-per-node=$nproc")
-    fi
+    mapfile -t launcher < <(seqprune_launcher "$python")
     common=(--data_dir "${DATA_DIR:-$repo/data/MileBench}" --dataset_name "${data[@]}" --model_name "$model"
             --output_dir "$out")
     if [ -n "${MODEL_PATH:-}" ]; then common+=(--model-path "$MODEL_PATH"); fi
@@ -73,18 +58,12 @@ milebench_grid() {
         fi
         "${launcher[@]}" "$here/generate.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} || failed+=("$*")
     }
-    _milebench_run --prune-method none
-    local m r k
-    local -a flags
-    for m in "${methods[@]}"; do
-        for r in "${ratios[@]}"; do
-            for k in "${layers[@]}"; do
-                flags=(--prune-method "$m" --prune-ratio "$r" --prune-layer "$k" --cache-mode "$cache")
-                case "$m" in sequential|random) flags+=(--prune-step "$step") ;; esac
-                case "$m" in sequential|fastv|pdrop|custom) flags+=(--score-dtype "$score") ;; esac
-                _milebench_run "${flags[@]}"
-            done
-        done
+    local line
+    local -a flags settings
+    mapfile -t settings < <(seqprune_settings)  # read first: the runs keep the script's standard input
+    for line in "${settings[@]}"; do
+        read -r -a flags <<< "$line"
+        _milebench_run "${flags[@]}"
     done
     echo "=== summary (score.py over every setting)"
     if [ "${DRY_RUN:-0}" = 1 ]; then

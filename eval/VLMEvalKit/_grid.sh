@@ -29,14 +29,7 @@
 #   DRY_RUN     1: print each command instead of running it
 #   LMUData     benchmark folder [~/LMUData, announced]
 
-seqprune_python() {
-    # The interpreter for the runs: $PYTHON, else $VENV/bin/python (VENV defaults to <repo>/.venv), else python3.
-    local repo
-    repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-    if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"
-    elif [ -x "${VENV:-$repo/.venv}/bin/python" ]; then echo "${VENV:-$repo/.venv}/bin/python"
-    else echo python3; fi
-}
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/_grid_common.sh"
 
 seqprune_grid() {
     local here repo
@@ -46,27 +39,17 @@ seqprune_grid() {
         echo "seqprune_grid: set MODEL (e.g. llava_seqprune)" >&2
         return 2
     fi
-    local -a data ratios layers methods extra launcher common failed=()
+    local -a data extra launcher common failed=()
     read -r -a data <<< "${DATA:-DocVQA_VAL OCRBench}"
+    read -r -a extra <<< "${EXTRA_ARGS:-}"
+    local cache="${CACHE_MODE:-recompute}" score="${SCORE_DTYPE:-model}" step="${STEP:-10}"
+    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL$(seqprune_output_suffix)}" nproc="${NPROC:-1}" python
+    local -a ratios layers methods
     read -r -a ratios <<< "${RATIOS:-0.5 0.75 0.9}"  # the demos set their own
     read -r -a layers <<< "${LAYERS:-2 3 5}"
     read -r -a methods <<< "${METHODS:-sequential fastv}"
-    read -r -a extra <<< "${EXTRA_ARGS:-}"
-    local cache="${CACHE_MODE:-recompute}" score="${SCORE_DTYPE:-model}" suffix=""
-    if [ "$cache" != recompute ]; then suffix+="_$cache"; fi
-    if [ "$score" != model ]; then suffix+="_score$score"; fi
-    local work_dir="${WORK_DIR:-$repo/outputs/$MODEL$suffix}" nproc="${NPROC:-1}" python step="${STEP:-10}"
     python="$(seqprune_python)"
-    if [ "$nproc" -gt 1 ]; then
-        local pydir
-        pydir="$(dirname "$(command -v "$python")")"
-        if [ -n "${TORCHRUN:-}" ]; then read -r -a launcher <<< "$TORCHRUN"
-        elif [ -x "$pydir/torchrun" ]; then launcher=("$pydir/torchrun")
-        else launcher=("$python" -m torch.distributed.run); fi
-        launcher+=("--nproc-per-node=$nproc")
-    else
-        launcher=("$python")
-    fi
+    mapfile -t launcher < <(seqprune_launcher "$python")
     if [ -n "${GPUS:-}" ]; then export CUDA_VISIBLE_DEVICES="$GPUS"; fi
     if [ -z "${LMUData:-}" ]; then  # run.py refuses an unset LMUData; the demos' default is said out loud
         export LMUData="$HOME/LMUData"
@@ -84,22 +67,12 @@ seqprune_grid() {
         fi
         "${launcher[@]}" "$here/run.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} || failed+=("$*")
     }
-    _seqprune_run --prune-method none
-    local m r k
-    local -a flags
-    for m in "${methods[@]}"; do
-        for r in "${ratios[@]}"; do
-            for k in "${layers[@]}"; do
-                flags=(--prune-method "$m" --prune-ratio "$r" --prune-layer "$k" --cache-mode "$cache")
-                case "$m" in  # stepwise schedules take a step; attention scorers a score precision
-                    sequential|random) flags+=(--prune-step "$step") ;;
-                esac
-                case "$m" in
-                    sequential|fastv|pdrop|custom) flags+=(--score-dtype "$score") ;;
-                esac
-                _seqprune_run "${flags[@]}"
-            done
-        done
+    local line
+    local -a flags settings
+    mapfile -t settings < <(seqprune_settings)  # read first: the runs keep the script's standard input
+    for line in "${settings[@]}"; do
+        read -r -a flags <<< "$line"
+        _seqprune_run "${flags[@]}"
     done
 
     echo "=== summary"

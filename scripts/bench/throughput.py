@@ -62,7 +62,8 @@ def sweep(bench, args, shapes, bar) -> List[dict]:
         def answer_all(s: Setting, new_tokens: int) -> dict:
             """One run: every prompt, ``batch`` at a time."""
             got = [bench.run(s, c, new_tokens) for c in calls]
-            follow = [_rows_follow_plan(snap, s, c.n_image_tokens, bench.num_layers) for c, (_, snap) in zip(calls, got)]
+            follow = [_rows_follow_plan(snap, s, c.n_image_tokens, bench.num_layers)
+                      for c, (_, snap) in zip(calls, got)]
             return {"ms": sum(m["e2e_ms"] for m, _ in got),
                     "tokens": sum(m["new_tokens"] * len(c.n_image_tokens) for c, (m, _) in zip(calls, got)),
                     "peak": max((m["peak_mem_bytes"] or 0 for m, _ in got), default=None),

@@ -235,7 +235,8 @@ def test_throughput_per_batch_size_on_mixed_shapes(preset, shape, tmp_path):
                           "--ratios", "0.75", "--layers", "2", "--out", str(tmp_path), "--repeats", "1", "--warmup",
                           "0", "--new-tokens", "2", "--threads", "1", "--no-progress"])
     rows = rep["throughput"]
-    assert {(r["method"], r["batch"]) for r in rows} == {(m, b) for m in ("none", "fastv", "sequential") for b in (1, 3)}
+    want = {(m, b) for m in ("none", "fastv", "sequential") for b in (1, 3)}
+    assert {(r["method"], r["batch"]) for r in rows} == want
     for r in rows:
         assert len(set(r["n_image_tokens"])) == 3 and r["prompts"] == 3 and r["calls"] == 3 // r["batch"]
         assert r["samples_per_s"] > 0 and r["tokens_per_s"] == pytest.approx(r["samples_per_s"] * 2)

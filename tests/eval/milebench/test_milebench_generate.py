@@ -339,7 +339,8 @@ def test_qwen_batches_of_several_image_sizes_equal_one_at_a_time(tmp_path):
                      "--prune-step", "20", "--batch-size", batch]) == 1
         (runs[batch],) = [p for p in out.iterdir() if p.is_dir()]
     for ds in ("SynthMCQ", "SynthOpen"):
-        one, four = ([(p["sample_id"], p["pred_response"]) for p in json.loads((runs[b] / ds / "pred.json").read_text())]
+        one, four = ([(p["sample_id"], p["pred_response"])
+                      for p in json.loads((runs[b] / ds / "pred.json").read_text())]
                      for b in ("1", "4"))
         assert one == four
         assert per_sample(stats(runs["1"], ds)) == per_sample(stats(runs["4"], ds))
