@@ -73,6 +73,11 @@ class PruneConfig:
     options: the schedule's and the scorer's own fields, e.g.
         ``{"stages": (8, 16, 24)}`` (pdrop), ``{"schedule": "2:0.5,6:0.3"}``
         (custom), ``{"image_pivots": 4, "text_pivots": 4}`` (dart).
+    before: a stage that prunes before the decoder (a one-shot setting at layer 0, e.g.
+        ``PruneConfig("visionzip", 0.666)``) and runs first, in the same pass: this setting's own
+        schedule then starts at a layer >= 1 and its ratio, plan fractions and budget are of the N'
+        image tokens that stage leaves (merged ones included), as if they were the image. ``plan(N)``
+        is the combined plan, ``{0: N', ...this schedule's plan of N'}``; see :attr:`stages`.
     """
     method: str = "sequential"
     ratio: Optional[float] = None
@@ -84,11 +89,14 @@ class PruneConfig:
     score_dtype: Optional[str] = None
     positions: Optional[str] = None
     options: Any = None
+    before: Optional["PruneConfig"] = None
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown pruning method {self.method!r}; choose from {sorted(METHODS)}")
         spec = METHODS[self.method]
+        if self.before is not None:
+            self._check_before(spec)
         if self.scorer is not None and self.scorer not in SCORERS:
             raise ValueError(f"unknown scorer {self.scorer!r}; choose from {sorted(SCORERS)}")
         if self.cache_mode not in CACHE_MODES:
@@ -119,14 +127,53 @@ class PruneConfig:
         if self.score_dtype is not None and self.score_dtype not in SCORE_DTYPES:
             raise ValueError(f"score_dtype must be one of {SCORE_DTYPES}, got {self.score_dtype!r}")
         first = sched.first_layer(self.layer)
-        if self.prunes and getattr(scorer_cls, "merges", False) and (first != 0 or spec.schedule != "oneshot"):
+        if self.before is not None:
+            if first == 0:
+                raise ValueError(f"two stages at layer 0 ({self.before.method} before the decoder, {self.method} at "
+                                 f"layer {first}): a combination has one before stage (layer 0) and a decoder-side "
+                                 "stage starting at a layer >= 1")
+            if scorer_cls.needs_vision and SCORERS[self.before.scorer_name].needs_vision:
+                raise ValueError(f"both stages read the vision tower ({self.before.scorer_name} before the decoder, "
+                                 f"{scorer_name} in it); one vision capture serves one stage, so give the "
+                                 "decoder-side stage a scorer of the decoder's own states")
+        if self._own_prunes and getattr(scorer_cls, "merges", False) and (first != 0 or spec.schedule != "oneshot"):
             raise ValueError(f"the {scorer_name} scorer merges image embeddings before the decoder, so it runs with "
                              "a one-shot schedule at layer 0 only")
-        if first == 0 and self.prunes and not _layer0_ok(scorer_cls):
+        if first == 0 and self._own_prunes and not _layer0_ok(scorer_cls):
             need = " and ".join(sorted(scorer_cls.needs))
             raise ValueError(f"layer 0 has no previous layer, and the {scorer_name} scorer ranks tokens by the "
                              f"previous layer's {need}: use a layer >= 1, or a scorer that needs no previous layer "
                              f"({', '.join(sorted(s for s, c in SCORERS.items() if _layer0_ok(c)))})")
+
+    def _check_before(self, spec) -> None:
+        b = self.before
+        if not isinstance(b, PruneConfig):
+            raise TypeError(f"before must be a PruneConfig (the stage before the decoder), got {type(b).__name__}")
+        if spec.schedule == "none":
+            raise ValueError(f"method 'none' with a before stage: use PruneConfig({b.method!r}, ...) on its own")
+        if b.before is not None:
+            raise ValueError(f"the before stage ({b.method}) has a before stage of its own ({b.before.method}): a "
+                             "combination is one stage at layer 0 and one decoder-side stage, nested once")
+        if b.schedule_name != "oneshot" or b.layer != 0:
+            where = f"layer {b.layer}" if b.schedule_obj.uses_layer else f"its {b.schedule_name} schedule"
+            raise ValueError(f"the before stage must prune once before the decoder (a one-shot schedule at layer 0, "
+                             f"e.g. visionzip, fastervlm, divprune); {b.method} prunes at {where}: make it the "
+                             "decoder-side stage, or give it layer=0")
+        if b.cache_mode != "static":
+            raise ValueError("the cache mode of a combination is the decoder-side setting's: leave the before "
+                             "stage's cache_mode unset")
+
+    @property
+    def stages(self) -> Tuple["PruneConfig", ...]:
+        """The single-stage settings this one runs, in order: ``(before, this without before)`` for a
+        combination, else ``(self,)``. Each stage scores, prunes and numbers positions by its own convention,
+        at its own layers (the before stage at layer 0, the other from :attr:`first_layer` on)."""
+        return (self,) if self.before is None else (self.before, replace(self, before=None))
+
+    @property
+    def first_layer(self) -> int:
+        """The first layer this setting's own schedule may prune before."""
+        return self.schedule_obj.first_layer(self.layer)
 
     def _resolve_options(self, spec, sched_cls, scorer_cls):
         given = dict(self.options or {})
@@ -231,7 +278,7 @@ class PruneConfig:
         renumber and the model has M-RoPE, it keeps the original positions (an
         explicit ``positions="renumber"`` is refused by the pruner instead).
         """
-        if not self.prunes:
+        if not self._own_prunes:
             return None
         if self.positions is not None:
             return self.positions
@@ -240,19 +287,30 @@ class PruneConfig:
 
     @property
     def prunes(self) -> bool:
-        """Whether this setting can drop anything at all."""
+        """Whether this setting can drop anything at all (its before stage included)."""
+        return self._own_prunes or (self.before is not None and self.before.prunes)
+
+    @property
+    def _own_prunes(self) -> bool:
         return self.schedule_name != "none" and self.ratio > 0
 
     def plan(self, n_image: int) -> Dict[int, int]:
-        """``{layer: image tokens kept entering it}`` for N = ``n_image``."""
-        if not self.prunes:
-            return {}
-        return self.schedule_obj.plan(n_image, self.ratio, self.layer, self.step)
+        """``{layer: image tokens kept entering it}`` for N = ``n_image``; with a before stage, its layer-0 entry
+        N' and then this schedule's plan of N'."""
+        plan = {}
+        if self.before is not None:
+            plan = self.before.plan(n_image)
+            n_image = plan.get(0, n_image)
+        if self._own_prunes:
+            plan.update(self.schedule_obj.plan(n_image, self.ratio, self.layer, self.step))
+        return plan
 
     def check_model(self, num_layers: int) -> None:
         """Raise if this setting cannot run on a decoder with ``num_layers`` layers."""
         if not self.prunes:
             return
+        if self.before is not None:
+            self.before.check_model(num_layers)
         if self.layer >= num_layers:
             raise ValueError(f"layer K={self.layer} must be < the number of decoder layers ({num_layers})")
         last = max(self.plan(10_000))
@@ -268,6 +326,8 @@ class PruneConfig:
         if self.step is not None:
             parts.append(f"step {self.step:g}")
         parts += [f"{k} {v}" for k, v in self.options]
+        if self.before is not None:
+            parts.append(f"before the decoder: {self.before.method} ({self.before.describe()})")
         return ", ".join(parts)
 
     def tokens_per_layer(self, n_image: int, num_layers: int) -> list[int]:
@@ -279,10 +339,16 @@ class PruneConfig:
         return sum(self.tokens_per_layer(n_image, num_layers)) / num_layers
 
     def to_dict(self) -> dict:
-        """Every field (resolved) plus the schedule and scorer names, for logs and result files."""
+        """Every field (resolved) plus the schedule and scorer names, for logs and result files; a combination's
+        ``before`` is its stage's own dict."""
         d = asdict(self)
         d["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options}
         d.update(schedule=self.schedule_name, scorer=self.scorer_name)
+        # only a combination has the key: the records of single-stage settings (run identities) stay as they were
+        if self.before is None:
+            del d["before"]
+        else:
+            d["before"] = self.before.to_dict()
         return d
 
     @classmethod
@@ -295,14 +361,22 @@ class PruneConfig:
         if "method" not in d:
             raise ValueError("a PruneConfig dict needs its 'method'")
         kw = {k: v for k, v in d.items() if k in names and v is not None}
+        if isinstance(kw.get("before"), dict):
+            kw["before"] = cls.from_dict(kw["before"])
         if kw.get("scorer") == METHODS.get(kw.get("method"), METHODS["sequential"]).scorer:
             kw.pop("scorer")
         return cls(**kw)
 
     def tag(self) -> str:
-        """A short, file-name-safe name for this setting, e.g. ``sequential_r0.75_l2_s10``."""
+        """A short, file-name-safe name for this setting, e.g. ``sequential_r0.75_l2_s10``; a combination's is
+        its before stage's, ``+``, then its own (``visionzip_r0.666_l0+sequential_r0.75_l2_s10``)."""
         if not self.prunes:
             return "none"
+        if self.before is not None:
+            return f"{self.before.tag()}+{replace(self, before=None, ratio=self.ratio)._tag()}"
+        return self._tag()
+
+    def _tag(self) -> str:
         spec = self.spec
         t = self.method
         if self.schedule_name == "custom":

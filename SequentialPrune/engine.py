@@ -20,6 +20,9 @@ How it works, in one place:
 - a merging scorer (VisionZip) also returns new hidden states for some kept
   slots (``scorers.Selection``); they are written into those slots as the
   layer prunes, so a merged token is a kept token like any other;
+- a combination (``PruneConfig(before=...)``) runs its stages in the same pass: the before stage's scorer
+  and positions convention at layer 0, the decoder-side stage's from its first layer on
+  (``Pruner._stage_at``); the plan is the config's combined plan;
 - at decode steps, each pruned layer's cache holds only its kept tokens, so the
   full-length mask is gathered to the key positions that layer holds. When
   layer 0 itself is pruned (K = 0), the 2-D padding mask is gathered to layer
@@ -66,6 +69,7 @@ class _Pass:
     image_rank: Optional[torch.Tensor] = None   # (B, L) index of each token among the image tokens
     kept_abs: Optional[torch.Tensor] = None     # (B, n_cur) absolute positions present now; None = all
     positions: Optional[torch.Tensor] = None    # (B, n_cur) renumbered RoPE positions present now
+    renumbered: List[int] = field(default_factory=list)  # per row: image tokens dropped by renumbering stages
     input_ids: Optional[torch.Tensor] = None    # (B, L) the prompt
     coords: Optional[torch.Tensor] = None       # (B, N, 3) (segment, row, col) of the image tokens
     vision: Optional[torch.Tensor] = None       # (B, N) vision-tower scores of the image tokens
@@ -82,6 +86,15 @@ class _Pass:
     probe: Optional[torch.Tensor] = None
     cache: object = None
     decoding: bool = False
+
+
+@dataclass
+class _Stage:
+    """One stage of a setting (``PruneConfig.stages``): from ``first_layer`` on, its scorer picks the kept tokens
+    and ``positions`` ("original", "renumber"; None: it prunes nothing) numbers them."""
+    first_layer: int
+    scorer: object
+    positions: Optional[str]
 
 
 _PRUNED_TAG = "_seqprune_pruned"  # set on a cache whose layers hold only the tokens a prefill kept
@@ -173,10 +186,16 @@ class Pruner:
         self.text_config = self.adapter.text_config(model)
         self.num_layers = len(self.layers)
         config.check_model(self.num_layers)
-        self.positions = config.effective_positions(self.adapter.mrope)
-        if self.positions == "renumber" and self.adapter.mrope:
+        # one (first layer, scorer, positions convention) per stage: a combination has two (PruneConfig.stages)
+        self.stages = [_Stage(c.first_layer if i else 0, c.make_scorer(), c.effective_positions(self.adapter.mrope))
+                       for i, c in enumerate(config.stages)]
+        if any(s.positions == "renumber" for s in self.stages) and self.adapter.mrope:
             raise ValueError(f"positions='renumber' is defined for 1-D RoPE; {type(model).__name__} uses 3-D "
                              "M-RoPE positions, so use positions='original' (or leave it unset)")
+        conventions = [s.positions for s in self.stages if s.positions is not None]
+        # "renumber+original": a combination whose stages number differently (before stage first)
+        self.positions = None if not conventions else conventions[0] if len(set(conventions)) == 1 \
+            else "+".join(conventions)
         self.visual_ids = torch.tensor(self.adapter.visual_token_ids(model))
         self.attn_modules = []
         for i, layer in enumerate(self.layers):
@@ -187,7 +206,7 @@ class Pruner:
             self.attn_modules.append(mod)
         if not getattr(model, "_can_set_attn_implementation", lambda: True)():
             raise ValueError(f"{type(model).__name__} does not dispatch attention through AttentionInterface")
-        self.scorer = config.make_scorer()
+        self.scorer = self.stages[-1].scorer  # the decoder-side stage's (the only one without a combination)
         self._mask_kind = "bool"  # how this model's attention reads a mask (set by _install)
         self.score_dtype = config.score_dtype or "float32"
         self.stats = PruneStats(
@@ -227,11 +246,13 @@ class Pruner:
             self._routes.append((self.attn_modules[i], cb))
         self._handles += self.adapter.install(self)
         self._handles.append(_GenerateCalls(self))
-        if self.config.prunes and getattr(self.scorer, "needs_vision", False):
+        reader = next((s.scorer for s, c in zip(self.stages, self.config.stages)
+                       if c.prunes and getattr(s.scorer, "needs_vision", False)), None)  # PruneConfig allows one
+        if reader is not None:
             try:
-                needs = self.scorer.needs_vision
+                needs = reader.needs_vision
                 self.vision = VisionCapture(self.model, self.adapter, needs if isinstance(needs, frozenset) else (),
-                                            self.scorer.vision_statistic, self.scorer.extra_vision_layers)
+                                            reader.vision_statistic, reader.extra_vision_layers)
             except Exception:
                 self.remove()
                 raise
@@ -404,9 +425,11 @@ class Pruner:
             st.image_rank = (torch.cumsum(visual.long(), dim=1) - 1).masked_fill(~visual, -1)
             for layer in plan:
                 if layer > 0:
-                    st.need.setdefault(layer - 1, set()).update(self.scorer.needs)
+                    st.need.setdefault(layer - 1, set()).update(self._stage_at(layer).scorer.needs)
             st.input_ids = ids
-        self.scorer.reset()
+            st.renumbered = [0] * b
+        for stage in self.stages:
+            stage.scorer.reset()
         self.stats.reset(counts, real, length)
         self._state = self._last = st
 
@@ -452,7 +475,7 @@ class Pruner:
         if st is None:
             return None
         if not st.decoding:
-            if st.plan and getattr(self.scorer, "needs_coords", False):
+            if st.plan and any(getattr(s.scorer, "needs_coords", False) for s in self.stages):
                 st.coords = self.adapter.coords(CoordsContext(self.model, st.input_ids, st.visual, kwargs))
             if st.plan and self.vision is not None:
                 # the images were encoded before this point (by this forward, or by generate before its first)
@@ -502,7 +525,7 @@ class Pruner:
             if st.padded:
                 st.layer_valid[i] = st.valid
             if st.positions is not None:
-                st.layer_shift[i] = tuple(a - v for a, v in zip(st.n_image, st.n_visual))
+                st.layer_shift[i] = tuple(st.renumbered)
         self.stats.set_layer(i, st.n_visual)
         if hidden_in_args:
             return (hidden,) + tuple(args[1:]), kwargs
@@ -581,7 +604,8 @@ class Pruner:
         captured = st.captured.pop(i - 1, {})
         if target == st.n_visual:
             return hidden
-        for need in self.scorer.needs:
+        stage = self._stage_at(i)
+        for need in stage.scorer.needs:
             if i > 0 and need not in captured:
                 raise RuntimeError(
                     f"SequentialPrune: no {need} from layer {i - 1}: the attention wrapper did not run "
@@ -596,7 +620,7 @@ class Pruner:
             vision_tokens=st.vision_tokens, vision_layers=st.vision_layers or None, project=self._projector(),
             probe=_once(partial(self._probe, i, layer, hidden, kwargs)),
             final_norm=self.adapter.final_norm(self.model))
-        chosen, replaced, features = self._select(inp, target, st.n_visual)
+        chosen, replaced, features = self._select(stage.scorer, inp, target, st.n_visual)
         keep = valid & (~vis | chosen)
         if replaced is not None:
             replaced = replaced.to(vis.device) & keep & vis
@@ -611,13 +635,16 @@ class Pruner:
             short = torch.tensor([n_new - r for r in real], device=vis.device)
             pad = torch.arange(n_new, device=vis.device)[None, :] < short[:, None]
             rel = rel.masked_fill(pad, n_cur - 1)
-        if self.positions == "renumber":
+        if stage.positions == "renumber":
             cur = st.positions if st.positions is not None else kwargs.get("position_ids")
             if cur is None:
                 raise RuntimeError("SequentialPrune: positions='renumber' needs the decoder's position_ids")
             cur = cur.to(vis.device).expand(b, -1) if cur.dim() == 2 else cur
             dropped_before = torch.cumsum((valid & ~keep).long(), dim=1)
             st.positions = (cur - dropped_before).gather(1, rel)
+            st.renumbered = [d + v - t for d, v, t in zip(st.renumbered, st.n_visual, target)]
+        elif st.positions is not None:  # an earlier stage renumbered: the kept tokens keep those positions
+            st.positions = st.positions.gather(1, rel)
         st.kept_abs = base.gather(1, rel)
         st.visual = vis.gather(1, rel) if pad is None else vis.gather(1, rel) & ~pad
         st.valid = torch.ones_like(st.visual) if pad is None else ~pad
@@ -638,7 +665,12 @@ class Pruner:
         merge = getattr(self.adapter.vision, "merge", None) if self.vision is not None else None
         return None if merge is None else partial(merge.project, self.model)
 
-    def _select(self, inp: ScoreInputs, target: List[int], present: List[int]):
+    def _stage_at(self, i: int) -> "_Stage":
+        """The stage whose scorer and positions convention prune before layer ``i`` (the last one starting at or
+        before it)."""
+        return next(s for s in reversed(self.stages) if s.first_layer <= i)
+
+    def _select(self, scorer, inp: ScoreInputs, target: List[int], present: List[int]):
         """``(keep, replaced, features)``: (B, n) the image tokens each row keeps, and the slots a merging scorer
         gave new hidden states (None when none did). Rows that prune are scored in one call per kept count, so
         each row's selection is its batch-1 selection; a row that does not prune here keeps all of its own."""
@@ -653,13 +685,13 @@ class Pruner:
         replaced = features = None
         for k, rows in groups.items():
             sub = inp if len(rows) == b else inp.subset(rows, k)
-            got = self.scorer.select(replace(sub, keep=k) if sub is inp else sub)
+            got = scorer.select(replace(sub, keep=k) if sub is inp else sub)
             sel = got.keep if isinstance(got, Selection) else got
             idx = torch.tensor(rows, device=out.device)
-            out[idx] = keep_mask(sel, sub.visual, k, self.scorer.name)
+            out[idx] = keep_mask(sel, sub.visual, k, scorer.name)
             if isinstance(got, Selection) and got.replaced is not None:
-                if not self.scorer.merges:
-                    raise RuntimeError(f"SequentialPrune: the {self.scorer.name} scorer replaced hidden states but "
+                if not scorer.merges:
+                    raise RuntimeError(f"SequentialPrune: the {scorer.name} scorer replaced hidden states but "
                                        "does not declare merges = True")
                 if replaced is None:
                     replaced = torch.zeros_like(out)

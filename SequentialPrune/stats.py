@@ -29,7 +29,8 @@ class PruneStats:
     num_layers: int
     hidden_size: int
     ffn_size: int
-    positions: Optional[str] = None   # "original" or "renumber" (None: nothing is pruned)
+    positions: Optional[str] = None   # "original" or "renumber" (None: nothing is pruned); a combination whose
+                                      # stages number differently: "renumber+original" (before stage first)
     image_tokens_per_layer: List[int] = field(default_factory=list)
     n_image_tokens: int = 0
     seq_len: int = 0

@@ -275,7 +275,7 @@ def _text_model_calls(model, run):
     return calls
 
 
-def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_ids):
+def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_ids, then=None):
     """The merge oracle for ONE prompt: the unpruned language model fed the reduced sequence, built here from
     the stock model's own inputs to its text model.
 
@@ -286,7 +286,13 @@ def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_id
     ones gathered at the kept tokens (1-D or M-RoPE); Qwen3-VL's DeepStack features are gathered at the kept
     image tokens. Decoding feeds each greedy token's embedding at the position the unpruned model's own
     decoding uses at that step (renumbered: ``L' + step``). Returns (last prompt logits (V,), tokens (new,),
-    step logits (new, V))."""
+    step logits (new, V)).
+
+    ``then``: a decoder-side stage run on the reduced sequence (a combination, ``PruneConfig(before=...)``):
+    ``dict(plan=..., scorer=..., **masked_reference options)``, the plan of the reduced sequence's N' image
+    tokens; the reduced run is then the masked reference of that plan (the language model fed the reduced
+    sequence, the decoder-side method's drops masked), and a 4th element is returned: that stage's picks,
+    ``{layer: (1, kept) tensor}`` of indices among the prompt's image tokens (as ``stats.kept_image_indices``)."""
     from transformers import DynamicCache
     ids = inputs["input_ids"]
     assert ids.shape[0] == 1, "the merge oracle takes one prompt"
@@ -315,6 +321,20 @@ def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_id
                      deepstack_visual_embeds=[d[keep_img] for d in prompt["deepstack_visual_embeds"]])
     lm, head = model.model.language_model, model.lm_head
     cache = DynamicCache()
+    if then is None:
+        return _reduced_run(model, lm, head, cache, embeds, pos, extra, new_tokens, decode, renumber, n, ids)
+    then = dict(then)
+    plan, scorer = then.pop("plan"), then.pop("scorer", "attention")
+    with masked_reference(model, plan, visual_ids, scorer, **then) as r:
+        r.start(ids[:, at])  # the reduced sequence's image tokens (no forward of the whole model runs here)
+        r.mask2d = None
+        got = _reduced_run(model, lm, head, cache, embeds, pos, extra, new_tokens, decode, renumber, n, ids)
+    order = torch.tensor(sorted(kept))  # reduced image token j is the prompt's image token order[j]
+    return got + ({i: order[t] for i, t in r.kept_image_indices.items()},)
+
+
+def _reduced_run(model, lm, head, cache, embeds, pos, extra, new_tokens, decode, renumber, n, ids):
+    """The language model on the reduced sequence, then greedy decoding on its cache."""
     with torch.no_grad():
         out = lm(inputs_embeds=embeds, position_ids=pos, past_key_values=cache, use_cache=True, **extra)
         logits = head(out.last_hidden_state[:, -1])
