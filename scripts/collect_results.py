@@ -39,8 +39,11 @@ MARKERS = {
     "failed rows": "some rows failed (index and reason in seqprune_failures/); the score counts them as wrong",
     "unreadable": "the run folder's setting record cannot be read (the status column says why)",
 }
+# Table rows: the decoder-side methods, those that prune before the decoder, then the vision-side ones (issue 23), then
+# custom; a method not named here (registered elsewhere) sorts last.
 METHOD_ORDER = {m: i for i, m in enumerate(("none", "fastv", "sequential", "random", "random_oneshot", "pdrop", "dart",
-                                             "divprune", "spatial", "custom"))}
+                                             "divprune", "spatial", "fastervlm", "visionzip", "vispruner", "hiprune",
+                                             "cdpruner", "custom"))}
 
 
 @dataclass
@@ -166,11 +169,16 @@ def efficiency(run: Run, datasets: Sequence[str], base: Optional[Run]) -> dict:
 def grid_setting(method: str, ratio: float, layer: int, step: float, cache_mode: str = "static",
                  score_dtype: str = "float32") -> dict:
     """The setting dict of one grid point: the step (percentage points) only where the method's schedule has one,
-    the score precision only where its scorer uses attention probabilities."""
-    from SequentialPrune import METHODS, SCHEDULES, SCORERS
+    the score precision only where its scorer uses attention probabilities; a layer the method refuses (VisionZip
+    runs at K = 0 only) is replaced by the method's own."""
+    from SequentialPrune import METHODS, SCHEDULES, SCORERS, PruneConfig
     d = dict(method=method, ratio=ratio, cache_mode=cache_mode)
     if SCHEDULES[METHODS[method].schedule].uses_layer:  # PyramidDrop's and custom layers are their options
         d["layer"] = layer
+        try:
+            PruneConfig(method, ratio=ratio, layer=layer)
+        except ValueError:  # a method that prunes at one layer only (VisionZip merges before the decoder): its own
+            d["layer"] = PruneConfig(method, ratio=ratio).layer
     if SCHEDULES[METHODS[method].schedule].uses_step:
         d["step"] = step / 100
     if SCORERS[METHODS[method].scorer].uses_score_dtype:
@@ -258,7 +266,8 @@ def build_table(work_dirs: Sequence[Path], datasets: Optional[Sequence[str]] = N
     groups = groups_of(runs, cols)
     base_of = {(str(r.work_dir), r.model): r for r in runs if r.prune.get("method") == "none" and not r.unreadable}
     rows = []
-    for run in sorted(runs, key=lambda r: (str(r.work_dir), r.model, METHOD_ORDER.get(r.prune.get("method"), 9),
+    last = len(METHOD_ORDER)
+    for run in sorted(runs, key=lambda r: (str(r.work_dir), r.model, METHOD_ORDER.get(r.prune.get("method"), last),
                                            r.prune.get("ratio") or 0, r.prune.get("layer") or 0, r.name)):
         p = run.prune
         method = p.get("method", "?")

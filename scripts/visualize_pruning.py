@@ -1,8 +1,9 @@
 """Picture which image tokens survive each pruning layer.
 
 Saves a PNG with one panel per pruning layer: the image as the model saw it,
-with the patches of dropped image tokens greyed out, and the unpruned and
-pruned answers beneath.
+with the patches of dropped image tokens greyed out, merged tokens (VisionZip's
+contextual tokens: a kept slot whose feature a merge rewrote) tinted orange, and
+the unpruned and pruned answers beneath.
 
     python scripts/visualize_pruning.py --model-path llava-hf/llava-1.5-7b-hf --image cat.jpg \
         --question "What is in the picture?" --method sequential --ratio 0.75 --layer 2 --out cat.png
@@ -35,6 +36,8 @@ class View:
     pixels: np.ndarray   # (H, W, 3) uint8
     cells: np.ndarray    # (rows, cols) int
 
+
+MERGED_RGB = (255, 140, 0)  # the tint of merged tokens (kept slots whose features a merge rewrote)
 
 # model_type -> fn(processor, model, inputs, image, coords) -> [View]; ``coords`` (N, 3) are the engine's
 # (segment, row, col) of each image token (SequentialPrune.adapters)
@@ -208,24 +211,37 @@ def render(model, processor, image, question: str, cfg: PruneConfig, out: Path,
         fig, axes = plt.subplots(len(layers), len(views), squeeze=False,
                                  figsize=(max(5.0, 2.6 * len(views)), 0.6 + 2.7 * len(layers)))
     greys = [(v.pixels.astype(np.float32) * 0.25 + 70 * 0.75).astype(np.uint8) for v in views]  # dropped: dark
+    # merged (a kept slot whose feature a merge rewrote, e.g. VisionZip's contextual tokens): tinted orange
+    tints = [(v.pixels.astype(np.float32) * 0.45 + np.array(MERGED_RGB) * 0.55).astype(np.uint8) for v in views]
+    n_merged = []
     for ax_row, layer in zip(axes, layers):
         kept = torch.zeros(n + 1, dtype=torch.bool)       # the last entry: cells no token covers
-        kept[stats.kept_image_indices[layer][0]] = True
-        for ax, view, grey in zip(ax_row, views, greys):
+        merged = torch.zeros(n + 1, dtype=torch.bool)
+        idx = stats.kept_image_indices[layer][0].cpu()
+        kept[idx[idx >= 0]] = True
+        if layer in stats.merged:
+            m = stats.merged[layer][0].cpu()
+            merged[idx[(idx >= 0) & m]] = True
+        n_merged.append(int(merged.sum()))
+        for ax, view, grey, tint in zip(ax_row, views, greys, tints):
             shown, (rows, cols) = view.pixels, view.cells.shape
-            cell = kept.numpy()[np.where(view.cells >= 0, view.cells, n)]
+            where = np.where(view.cells >= 0, view.cells, n)
+            cell, mcell = kept.numpy()[where], merged.numpy()[where]
             ys = (np.arange(shown.shape[0]) * rows // shown.shape[0]).clip(0, rows - 1)
             xs = (np.arange(shown.shape[1]) * cols // shown.shape[1]).clip(0, cols - 1)
-            ax.imshow(np.where(cell[ys][:, xs][..., None], shown, grey))
-            ax.set_title(f"{view.title + ', ' if view.title else ''}layer {layer}: {int(cell.sum())}/{cell.size} kept",
-                         fontsize=8)
+            picture = np.where(cell[ys][:, xs][..., None], shown, grey)
+            ax.imshow(np.where(mcell[ys][:, xs][..., None], tint, picture))
+            merged_text = f", {int(mcell.sum())} merged (orange)" if mcell.any() else ""
+            head = f"{view.title + ', ' if view.title else ''}layer {layer}"
+            ax.set_title(f"{head}: {int(cell.sum())}/{cell.size} kept{merged_text}", fontsize=8)
             ax.axis("off")
     fig.suptitle(f"{cfg.tag()}  |  Q: {question}", fontsize=9)
     fig.text(0.5, 0.02, f"unpruned: {base_answer!r}    pruned: {pruned_answer!r}", ha="center", fontsize=9,
              wrap=True)
     fig.tight_layout(rect=(0, 0.08, 1, 0.92))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, metadata={"Description": f"panels={len(layers)} layers={layers} views={len(views)}"})
+    fig.savefig(out, dpi=100, metadata={"Description": f"panels={len(layers)} layers={layers} merged={n_merged} "
+                                                       f"views={len(views)}"})
     plt.close(fig)
     return layers
 

@@ -50,6 +50,12 @@ ALL_METHODS = (
     ("spatial K=0", "spatial", {}),
     ("sequential+dart K=2", "sequential", {"scorer": "dart"}),
     ("custom 1:0.5,4:0.25", "custom", {"options": {"schedule": "1:0.5,4:0.25"}}),
+    # the vision-side methods (issue 23): one-shot before the decoder, scored inside the vision tower
+    ("fastervlm K=0", "fastervlm", {}),
+    ("visionzip K=0", "visionzip", {}),
+    ("vispruner K=0", "vispruner", {}),
+    ("hiprune K=0", "hiprune", {}),
+    ("cdpruner K=0", "cdpruner", {}),
 )
 
 
@@ -139,14 +145,37 @@ def budget_config(method, avg_tokens, n_image, num_layers, layer=None, steps=(0.
     if layer is not None:
         fixed["layer"] = layer
     if not SCHEDULES[ALL[method].schedule].uses_step:
-        return PruneConfig.for_budget(method, avg_tokens, n_image, num_layers, **fixed)
+        return _for_budget(method, avg_tokens, n_image, num_layers, **fixed)
     last = None
     for step in steps:
         try:
-            return PruneConfig.for_budget(method, avg_tokens, n_image, num_layers, step=step, **fixed)
+            return _for_budget(method, avg_tokens, n_image, num_layers, step=step, **fixed)
         except ValueError as e:
             last = e
     raise ValueError(f"{method} reaches {avg_tokens:.3g} tokens per layer at no step up to {steps[-1]}: {last}")
+
+
+_SOLVED: dict = {}  # (schedule with its options, K, step, fixed fields, budget, N, layers) -> (R, average)
+
+
+def _for_budget(method, avg_tokens, n_image, num_layers, **fixed) -> PruneConfig:
+    """``PruneConfig.for_budget``, solved once per schedule: methods that share a schedule, its options, K, step and
+    fixed fields (the seven one-shot rows at K = 0) have the same tokens per layer at every R, so the same R; the
+    reuse is checked (same average), else solved again."""
+    own = PruneConfig(method, **fixed)
+    key = (repr(own.schedule_obj), own.layer, own.step, repr(sorted(fixed.items())), avg_tokens, n_image, num_layers)
+    if key in _SOLVED:
+        r, avg = _SOLVED[key]
+        try:
+            cfg = PruneConfig(method, ratio=r, **fixed)
+            cfg.check_model(num_layers)
+            if cfg.average_image_tokens(n_image, num_layers) == avg:
+                return cfg
+        except ValueError:
+            pass
+    cfg = PruneConfig.for_budget(method, avg_tokens, n_image, num_layers, **fixed)
+    _SOLVED[key] = (cfg.ratio, cfg.average_image_tokens(n_image, num_layers))
+    return cfg
 
 
 def method_settings(num_layers, n_image, budgets, only=None):

@@ -1,10 +1,14 @@
 """Our flags in process (no launch): the original research code's flags translate to the new setting, bad
-combinations are refused with a message, --model-path takes one path or NAME=PATH pairs, defaults normalise."""
+combinations are refused with a message, --model-path takes one path or NAME=PATH pairs, defaults normalise;
+every vision-side method through the three front ends' flags at the equal budgets."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
-from SequentialPrune import PruneConfig
+from SequentialPrune import METHODS, PruneConfig
+from SequentialPrune.evaluation.resolve import solve_budget
 from SequentialPrune.frontends.vlmevalkit.flags import parse_flags
 
 
@@ -86,3 +90,45 @@ def test_defaults_and_normalisation():
     assert s.prune.tag() == "random_r0.75_l2_s5_seed4"
 
 
+# The vision-side methods (issue 23) through each front end's pruning flags, without a model: the VLMEvalKit
+# flags, the MileBench command line and the lmms-eval model_args each take every one with its K = 0 default, and a
+# launch solves the papers' equal budgets (192 / 128 / 64 of LLaVA-1.5's 576 tokens, 32 layers) exactly.
+VISION = ("fastervlm", "visionzip", "vispruner", "hiprune", "cdpruner")
+N, LAYERS = 576, 32
+
+
+def vlmevalkit(method, budget):
+    setting, rest, _ = parse_flags(["--prune-method", method, "--prune-budget", str(budget),
+                                    "--model", "llava_seqprune"])
+    assert rest == ["--model", "llava_seqprune"]
+    return setting
+
+
+def milebench(method, budget):
+    from SequentialPrune.frontends.milebench.flags import parse
+
+    args, setting = parse(["--dataset_name", "X", "--model_name", "llava-v1.5-7b", "--prune-method", method,
+                           "--prune-budget", str(budget)])
+    assert args.base == "llava_seqprune"
+    return setting
+
+
+def lmms_eval(method, budget):
+    from SequentialPrune.frontends.lmms_eval.model_args import parse_model_args
+
+    setting, _ = parse_model_args({"prune_method": method, "prune_budget": budget})
+    return setting
+
+
+@pytest.mark.parametrize("method, solved", list(zip(VISION, (192, 128, 64, 192, 64))))
+def test_every_front_end_takes_each_vision_method_at_the_equal_budgets(method, solved):
+    assert method in METHODS  # the front ends' choices are the registry's
+    for budget in (192, 128, 64):
+        settings = [f(method, budget) for f in (vlmevalkit, milebench, lmms_eval)]
+        for s in settings:
+            assert (s.prune.method, s.prune.layer, s.budget) == (method, 0, budget)
+        assert settings[0].prune == settings[1].prune == settings[2].prune  # the method's own defaults
+    # the launch solves R per model (one budget per method here: each solve tries 10,001 ratios)
+    cfg = solve_budget(replace(settings[0], budget=solved), LAYERS, N)
+    assert (cfg.method, cfg.layer, cfg.options) == (method, 0, settings[0].prune.options)
+    assert cfg.tokens_per_layer(N, LAYERS) == [solved] * LAYERS  # one-shot before layer 0

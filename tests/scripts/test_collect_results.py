@@ -93,6 +93,22 @@ def test_expected_grid_adds_missing_runs(work):
     assert by[("sequential", 0.5, 2)]["status"] == "ok"  # found runs are not duplicated
 
 
+def test_vision_side_methods_at_an_equal_budget_are_collected(work):
+    """A budget-solved vision-side run (192 of 576: R = 0.665 at K = 0) is a row of its own, after the decoder-side
+    methods; the expected grid puts VisionZip, which merges before the decoder only, at its own K = 0."""
+    for m in ("visionzip", "fastervlm"):
+        make_run(work, PruneConfig(m, 0.665, 0), {"BenchA": ok(70.0), "BenchB": ok(40.0)},
+                 stats=[("BenchA", 0, 0.004, 35, 100, 21), ("BenchB", 0, 0.004, 35, 100, 21)])
+    rows, _ = cr.build_table([work], methods=["sequential", "visionzip", "fastervlm"], ratios=[0.665], layers=[2])
+    assert [r["method"] for r in rows if r["status"] == "ok"] == ["none", "sequential", "fastervlm", "visionzip"]
+    by = rows_by(rows)
+    vz = by[("visionzip", 0.665, 0)]
+    assert vz["setting"] == "visionzip_r0.665_l0" and vz["avg image tokens/layer"] == pytest.approx(21)
+    assert vz["% of unpruned"] == pytest.approx(100 * (70 / 80 + 1) / 2) and vz["step %"] is None
+    assert ("visionzip", 0.665, 2) not in by  # found at K = 0, not expected again at a layer it refuses
+    assert by[("fastervlm", 0.665, 2)]["status"] == "missing run"  # FasterVLM may also prune later
+
+
 def test_missing_dataset_column_and_outputs(work, tmp_path, capsys):
     prefix = tmp_path / "out" / "table"
     assert cr.main([str(work), "--datasets", "BenchA", "BenchB", "BenchC", "--out", str(prefix)]) == 0

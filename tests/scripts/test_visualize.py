@@ -34,14 +34,19 @@ def test_visualizer_draws_one_panel_per_pruning_layer(tmp_path, picture, family,
 
 
 @pytest.mark.parametrize("method,options,panels", [("pdrop", ["stages=2,5,8"], 3), ("divprune", [], 1),
-                                                   ("spatial", [], 1), ("custom", ["schedule=1:0.6,4:0.3"], 2)])
+                                                   ("spatial", [], 1), ("custom", ["schedule=1:0.6,4:0.3"], 2),
+                                                   ("visionzip", [], 1)])
 def test_visualizer_takes_every_method_with_its_options(tmp_path, picture, method, options, panels):
     ckpt = build_tiny_llava(tmp_path / "llava")
     out = tmp_path / "v.png"
     args = ["--model-path", str(ckpt), "--image", str(picture), "--question", "q", "--method", method,
             "--out", str(out), "--max-new-tokens", "2"] + [x for o in options for x in ("--option", o)]
     assert main(args) == 0
-    assert Image.open(out).info["Description"].startswith(f"panels={panels} ")
+    description = Image.open(out).info["Description"]
+    assert description.startswith(f"panels={panels} ")
+    # merged tokens are drawn apart: VisionZip keeps 21 of 64, round(21 * 5/32) = 3 contextual tokens, and on
+    # LLaVA-1.5 the CLS feature rewrites its image's first free slot; the other methods merge nothing
+    assert (" merged=[4] " if method == "visionzip" else f" merged={[0] * panels} ") in description
 
 
 def test_visualizer_rejects_bad_flags(tmp_path, picture, capsys):

@@ -289,6 +289,32 @@ def test_a_sample_whose_prompt_cannot_be_built_keeps_its_answer_key(tmp_path):
     assert builders[1].response == "image 1" and builders[0]().response == "image 1"
 
 
+def test_a_vision_side_method_at_an_equal_budget(tmp_path):
+    """VisionZip (issue 23: dominant tokens plus merged contextual ones, before the decoder) through the whole
+    front end at --prune-budget 1/3 of N: each multi-image sample is reduced once, before layer 0, by the
+    solved one-shot schedule of its own N, and answered."""
+    from SequentialPrune import PruneConfig
+    from SequentialPrune.frontends.milebench.generate import main
+
+    samples = make_benchmark(tmp_path / "data")
+    out = tmp_path / "out"
+    rc = main(["--data_dir", str(tmp_path / "data"), "--dataset_name", "SynthOpen", "--model_name", "llava-v1.5-7b",
+               "--model-path", str(CKPT), "--output_dir", str(out), "--max-new-tokens", "2",
+               "--prune-method", "visionzip", "--prune-budget", "0.3333333"])
+    assert rc == 0
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    cfg = PruneConfig.for_budget("visionzip", 0.3333333 * N_TOK, N_TOK, LAYERS)  # N: the checkpoint's 64
+    assert run.name == f"llava_seqprune_{cfg.tag()}" and cfg.layer == 0
+    preds = json.loads((run / "SynthOpen" / "pred.json").read_text())
+    assert sorted(p["sample_id"] for p in preds) == [sid for sid, _ in samples["SynthOpen"]]
+    lines = stats(run, "SynthOpen")
+    assert sorted(s["index"] for s in lines) == [0, 1]
+    for s in lines:
+        n = s["n_image_tokens"]
+        assert n in (3 * N_TOK, 4 * N_TOK) and s["image_tokens_per_layer"] == cfg.tokens_per_layer(n, LAYERS)
+        assert len(set(s["image_tokens_per_layer"])) == 1 and s["image_tokens_per_layer"][0] < n / 2
+
+
 @pytest.mark.parametrize("model_type, base", [("qwen2_vl", "qwen2vl_seqprune"), ("qwen3_vl", "qwen3vl_seqprune_2b"),
                                               ("llava_onevision", "llava_onevision_seqprune"),
                                               ("internvl", "internvl_seqprune")])
