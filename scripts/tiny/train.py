@@ -99,40 +99,43 @@ class Packer:
         return ids, labels
 
     def pack(self, samples):
-        """Batch of images, each with a list of (prompt, answer) segments.
+        """Batch of images, each with a list of (prompt, answer) segments (see :func:`pack_rows`)."""
+        rows = [(self.prefix, [self.segment(prompt, answer) for prompt, answer in segs]) for segs in samples]
+        return pack_rows(rows, self.tok.pad_token_id)[:4]
 
-        Returns input_ids, labels, position_ids and an additive 4D mask in which every
-        segment attends to the shared prefix and causally to itself only.
-        """
-        rows = []
-        for segs in samples:
-            ids, labels, pos, seg_id = list(self.prefix), [-100] * len(self.prefix), \
-                list(range(len(self.prefix))), [0] * len(self.prefix)
-            for j, (prompt, answer) in enumerate(segs, start=1):
-                s_ids, s_lab = self.segment(prompt, answer)
-                ids += s_ids
-                labels += s_lab
-                pos += list(range(len(self.prefix), len(self.prefix) + len(s_ids)))
-                seg_id += [j] * len(s_ids)
-            rows.append((ids, labels, pos, seg_id))
-        length = max(len(r[0]) for r in rows)
-        pad = self.tok.pad_token_id
-        B = len(rows)
-        input_ids = torch.full((B, length), pad, dtype=torch.long)
-        labels = torch.full((B, length), -100, dtype=torch.long)
-        position_ids = torch.zeros((B, length), dtype=torch.long)
-        seg = torch.full((B, length), -1, dtype=torch.long)
-        for b, (i, lab, p, s) in enumerate(rows):
-            n = len(i)
-            input_ids[b, :n], labels[b, :n] = torch.tensor(i), torch.tensor(lab)
-            position_ids[b, :n], seg[b, :n] = torch.tensor(p), torch.tensor(s)
-        q, k = seg[:, :, None], seg[:, None, :]
-        causal = torch.ones(length, length, dtype=torch.bool).tril()
-        allowed = causal & ((k == 0) | (k == q)) & (k >= 0)
-        allowed |= torch.eye(length, dtype=torch.bool)  # padding rows attend to themselves
-        mask = torch.zeros((B, 1, length, length))
-        mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
-        return input_ids, labels, position_ids, mask
+
+def pack_rows(rows, pad: int):
+    """Rows of (prefix ids, [(segment ids, labels)]) as one batch.
+
+    Returns input_ids, labels, position_ids, an additive 4D mask in which every segment attends to its row's
+    prefix and causally to itself only, and the segment index of every position (0 prefix, -1 padding).
+    """
+    packed = []
+    for prefix, segs in rows:
+        ids, labels, pos, seg_id = list(prefix), [-100] * len(prefix), list(range(len(prefix))), [0] * len(prefix)
+        for j, (s_ids, s_lab) in enumerate(segs, start=1):
+            ids += s_ids
+            labels += s_lab
+            pos += list(range(len(prefix), len(prefix) + len(s_ids)))
+            seg_id += [j] * len(s_ids)
+        packed.append((ids, labels, pos, seg_id))
+    length = max(len(r[0]) for r in packed)
+    B = len(packed)
+    input_ids = torch.full((B, length), pad, dtype=torch.long)
+    labels = torch.full((B, length), -100, dtype=torch.long)
+    position_ids = torch.zeros((B, length), dtype=torch.long)
+    seg = torch.full((B, length), -1, dtype=torch.long)
+    for b, (i, lab, p, s) in enumerate(packed):
+        n = len(i)
+        input_ids[b, :n], labels[b, :n] = torch.tensor(i), torch.tensor(lab)
+        position_ids[b, :n], seg[b, :n] = torch.tensor(p), torch.tensor(s)
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    allowed = causal & ((k == 0) | (k == q)) & (k >= 0)
+    allowed |= torch.eye(length, dtype=torch.bool)  # padding rows attend to themselves
+    mask = torch.zeros((B, 1, length, length))
+    mask.masked_fill_(~allowed[:, None], torch.finfo(torch.float32).min)
+    return input_ids, labels, position_ids, mask, seg
 
 
 def scene_batch(seeds, image_size, with_caption=True, qtypes=None):

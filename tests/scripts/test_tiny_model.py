@@ -112,3 +112,69 @@ def test_all_methods_study_rows_filter():
         study.method_settings(12, 64, (1 / 2,), ["dartt"])
     with pytest.raises(SystemExit, match="--all-methods"):
         study.main(["--rows", "dart", "--n", "1"])
+
+
+# ----------------------------------------------------------------------------- the multi-image checkpoint
+MULTI = REPO / "checkpoints" / "tiny-shapes-llava-multi"
+
+
+def test_multi_training_prompts_are_the_milebench_front_ends(tmp_path):
+    """train_multi.py's ids and pixels of a sample equal what generate.py feeds the model for it in the demo (its
+    flags, the written files), on every synthetic set; and its questions about one image set share the prompt up
+    to the last image."""
+    import random
+
+    from transformers import AutoProcessor
+
+    from scripts.tiny import train_multi
+    from SequentialPrune.frontends.milebench import synthetic
+    from SequentialPrune.frontends.milebench.flags import parse
+    from SequentialPrune.frontends.milebench.generate import sample_builders
+    from SequentialPrune.frontends.milebench.inputs import PaperLlavaInputs
+
+    demo = (REPO / "eval" / "MileBench" / "demo_tiny.sh").read_text()
+    assert "--n-tokens-per-image 64" in demo and "tiny-shapes-llava-multi" in demo
+    processor = AutoProcessor.from_pretrained(str(MULTI))
+    front = PaperLlavaInputs(processor, str(MULTI), "checkpoint")
+    rows = train_multi.MultiRows(processor, 64)
+    made = synthetic.write_benchmark(tmp_path / "data", n=3)  # seed 0
+    again = random.Random(0)  # write_benchmark's stream (seed 0): make_sample gives each sample's images again
+    for ds in made:
+        args, _ = parse(["--data_dir", str(tmp_path / "data"), "--dataset_name", ds, "--model_name", "llava_seqprune",
+                         "--model-path", str(MULTI), "--output_dir", str(tmp_path / "out"),
+                         "--max-new-tokens", "4", "--n-tokens-per-image", "64"])
+        made_here = [synthetic.make_sample(again, ds, sid) for sid in range(3)]
+        for sid, build in sample_builders(args, ds, front.text_tokenizer):  # grouped by image count
+            entry, imgs = made_here[sid]
+            want = front(build(), ds)
+            assert rows.ids(entry, ds) == want["input_ids"][0].tolist()
+            drawn = [synthetic.draw(shape, colour) for _, shape, colour in imgs]
+            assert (rows.pixels(drawn) - want["pixel_values"]).abs().max() < 1e-6
+    prefix, segs, images, pairs = rows.row(random.Random(5), "SynthShapesOpen", 4, n_images=5)
+    assert len(segs) == 4 and len(images) == 5 and prefix.count(front.image_id) == 5 * 64
+    assert all(front.image_id not in q for q, _ in segs)
+
+
+def test_multi_checkpoint_is_small_and_records_its_training():
+    weights = MULTI / "model.safetensors"
+    assert weights.stat().st_size < 20 * 2**20
+    config = json.loads((MULTI / "config.json").read_text())
+    assert config["text_config"]["num_hidden_layers"] >= 12 and config["image_seq_length"] == 64
+    assert json.loads((MULTI / "generation_config.json").read_text())["max_new_tokens"] <= 8
+    log = json.loads((MULTI / "training_log.json").read_text())
+    assert log["args"]["init"].endswith("tiny-shapes-llava") and log["previous"]["args"]["layers"] == 12
+    assert (MULTI / "README.md").is_file()
+    processor, model = tc.load_tiny(MULTI)
+    assert model.config.image_token_index == processor.tokenizer.convert_tokens_to_ids("<image>")
+
+
+def test_quick_multi_training_run(tmp_path):
+    from scripts.tiny import train_multi
+
+    init = tc.build_tiny_llava(tmp_path / "init", num_layers=4)
+    with torch.no_grad():  # as in test_quick_training_run: training must not depend on autograd being on
+        assert train_multi.main(["--quick", "--init", str(init), "--out", str(tmp_path / "out"),
+                                 "--index-layer", "2"]) == 0
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert {"val_SynthShapesMCQ", "val_SynthShapesOpen"} <= set(log["log"][-1])
+    tc.load_tiny(tmp_path / "out")
