@@ -57,6 +57,17 @@ seqprune_settings() {
     done
 }
 
+seqprune_each_setting() {
+    # Call "$1" once per setting of the grid, with that setting's flags.
+    local line
+    local -a flags settings
+    mapfile -t settings < <(seqprune_settings)  # read first: the runs keep the script's standard input
+    for line in "${settings[@]}"; do
+        read -r -a flags <<< "$line"
+        "$1" "${flags[@]}"
+    done
+}
+
 seqprune_output_suffix() {
     # The output folder's suffix when the cache mode or score precision differ from the paper's.
     local suffix=""

@@ -58,13 +58,7 @@ milebench_grid() {
         fi
         "${launcher[@]}" "$here/generate.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} || failed+=("$*")
     }
-    local line
-    local -a flags settings
-    mapfile -t settings < <(seqprune_settings)  # read first: the runs keep the script's standard input
-    for line in "${settings[@]}"; do
-        read -r -a flags <<< "$line"
-        _milebench_run "${flags[@]}"
-    done
+    seqprune_each_setting _milebench_run
     echo "=== summary (score.py over every setting)"
     if [ "${DRY_RUN:-0}" = 1 ]; then
         echo "SUMMARY $python $here/score.py --result-dir $out --models <every run folder under $out>"

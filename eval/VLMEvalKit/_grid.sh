@@ -67,13 +67,7 @@ seqprune_grid() {
         fi
         "${launcher[@]}" "$here/run.py" "${common[@]}" "$@" ${extra[@]+"${extra[@]}"} || failed+=("$*")
     }
-    local line
-    local -a flags settings
-    mapfile -t settings < <(seqprune_settings)  # read first: the runs keep the script's standard input
-    for line in "${settings[@]}"; do
-        read -r -a flags <<< "$line"
-        _seqprune_run "${flags[@]}"
-    done
+    seqprune_each_setting _seqprune_run
 
     echo "=== summary"
     local -a summary=("$python" "$repo/scripts/collect_results.py" "$work_dir" --models "$MODEL"

@@ -162,12 +162,7 @@ class MultiTrainer:
         return self.model(input_ids=input_ids, pixel_values=pixels, attention_mask=mask, position_ids=position_ids,
                           output_hidden_states=True)
 
-    def lr_at(self, step):
-        a = self.args
-        if step < a.warmup:
-            return a.lr * (step + 1) / a.warmup
-        t = (step - a.warmup) / max(1, a.steps - a.warmup)
-        return a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    lr_at = tr.Trainer.lr_at  # the one-image stage's schedule: linear warmup, cosine to a tenth
 
     @torch.enable_grad()  # importing vlmeval turns autograd off process-wide
     def step(self, step, seeds, dataset, n_images):
