@@ -34,7 +34,8 @@ def launch(task_dir: Path, out: Path, model: str, model_args: str, batch: int, t
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_CACHE=str(out / "hf_datasets"), TOKENIZERS_PARALLELISM="false")
     env.pop("LMMS_EVAL_PLUGINS", None)  # the entry point alone must find our models
-    runner = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
+    # --standalone: torchrun binds a free port itself, so parallel test workers never race for 29500
+    runner = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                   f"--nproc-per-node={nproc}"]
     cmd = [*runner, "-m", "lmms_eval", "--model", model, "--model_args", model_args, "--tasks", tasks,
            "--include_path", str(task_dir), "--batch_size", str(batch), "--output_path", str(out), "--log_samples"]

@@ -256,7 +256,7 @@ def test_torchrun_data_parallel_answers_each_sample_once(tmp_path):
             "llava_seqprune", "--model-path", str(CKPT), "--output_dir", str(tmp_path / "out"), "--max-new-tokens", "4",
             "--prune-method", "sequential", "--prune-ratio", "0.5", "--prune-layer", "2"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                         str(REPO / "eval" / "MileBench" / "generate.py"), *args],
                        capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
