@@ -156,8 +156,8 @@ class VisionCapture:
     """Captures the vision statistic of ``model``'s tower (the adapter's ``vision`` spec) until :meth:`remove`.
 
     ``needs``: what else to record at the select layer (``keys``, ``features``, ``cls``); ``statistic``: force
-    ``"received"`` (or ``"cls"``) instead of the tower's default; ``extra_layers``: ``fn(n_layers) -> indices``
-    of further tower layers whose statistic is recorded too (HiPrune's object layer).
+    ``"received"`` (or ``"cls"``) instead of the tower's default; ``extra_layers``: ``fn(n_layers, has_cls) ->
+    indices`` of further tower layers whose statistic is recorded too (HiPrune's object layer).
 
     ``records`` holds one :class:`VisionRecord` per ``get_image_features`` call since the last prefill that read
     them; :meth:`token_scores` turns them into one score per LLM image token, in the order the model scatters
@@ -165,7 +165,7 @@ class VisionCapture:
     """
 
     def __init__(self, model, adapter, needs=frozenset(), statistic: Optional[str] = None,
-                 extra_layers: Optional[Callable[[int], Tuple[int, ...]]] = None):
+                 extra_layers: Optional[Callable[[int, bool], Tuple[int, ...]]] = None):
         spec = adapter.vision
         if spec is None:
             raise ValueError(f"{type(model).__name__}: the {adapter.family} adapter has no vision-tower capture, "
@@ -187,7 +187,7 @@ class VisionCapture:
         if self.statistic not in STATISTICS or (self.statistic == "cls" and not spec.has_cls(model)):
             raise ValueError(f"{type(model).__name__}: vision statistic {self.statistic!r} is not available")
         layers = spec.layers(model)
-        self.extra = tuple(extra_layers(len(layers))) if extra_layers else ()
+        self.extra = tuple(extra_layers(len(layers), spec.has_cls(model))) if extra_layers else ()
         for i in self.extra:
             if not 0 <= i < len(layers):
                 raise ValueError(f"{type(model).__name__}: vision layer {i + 1} is outside the tower's {len(layers)} "

@@ -117,9 +117,10 @@ class Scorer:
     uses_score_dtype = False     # the attention score's precision applies (PruneConfig.score_dtype)
     uses_seed = False            # PruneConfig.seed applies
 
-    def extra_vision_layers(self, n_layers: int) -> Tuple[int, ...]:
-        """0-based indices of the vision tower's layers (of ``n_layers``) whose statistic ``ScoreInputs.vision_layers``
-        should hold besides the select layer's (needs_vision scorers)."""
+    def extra_vision_layers(self, n_layers: int, has_cls: bool = True) -> Tuple[int, ...]:
+        """0-based indices of the vision tower's layers (of ``n_layers``; ``has_cls``: whether it has a CLS token)
+        whose statistic ``ScoreInputs.vision_layers`` should hold besides the select layer's (needs_vision
+        scorers)."""
         return ()
 
     def reset(self) -> None:

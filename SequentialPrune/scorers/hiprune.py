@@ -8,7 +8,9 @@ import torch
 
 from .base import Scorer, ScoreInputs, keep_mask_from_rows, register_scorer
 
-OBJECT_FRACTION = 9 / 24  # the official object layer 9 of CLIP-L's 24, for towers of other depths
+# The official object layers as fractions of the tower's depth, for towers of other depths: 9 of CLIP-L's 24
+# (LLaVA: towers with CLS), 16 of Qwen2.5-VL's 32 blocks (towers without CLS).
+OBJECT_FRACTION = {True: 9 / 24, False: 16 / 32}
 
 
 def grids_of(coords: torch.Tensor) -> Tuple[List[int], List[int], List[int]]:
@@ -61,7 +63,8 @@ class HiPrune(Scorer):
     """HiPrune (Liu et al., 2025): the vision tower's attention each token receives (head mean, query mean, on
     every tower) at an object layer gives a few anchors and their four grid neighbours; the deep (select)
     layer's gives the registers that fill the budget. ``object_layer`` is 1-based as the official
-    ``HIPRUNE_OBJECT_LAYER``; None: 9 of 24 scaled to the tower's depth (9 on CLIP-L). All images of a prompt
+    ``HIPRUNE_OBJECT_LAYER``; None: the official layer scaled to the tower's depth, 9 of 24 on towers with CLS
+    (9 on CLIP-L), 16 of 32 on towers without (16 on Qwen2.5-VL, as its official code). All images of a prompt
     form one pool; buffers stay within each anchor's own image, tile or crop grid."""
     alpha: float = 0.1
     object_layer: Optional[int] = None
@@ -76,8 +79,10 @@ class HiPrune(Scorer):
         if ol is not None and (isinstance(ol, bool) or int(ol) != ol or ol < 1):
             raise ValueError(f"object_layer must be a 1-based layer number, got {ol!r}")
 
-    def extra_vision_layers(self, n_layers: int) -> Tuple[int, ...]:
-        ol = self.object_layer if self.object_layer is not None else max(1, round(n_layers * OBJECT_FRACTION))
+    def extra_vision_layers(self, n_layers: int, has_cls: bool = True) -> Tuple[int, ...]:
+        ol = self.object_layer
+        if ol is None:
+            ol = max(1, round(n_layers * OBJECT_FRACTION[bool(has_cls)]))
         return (int(ol) - 1,)
 
     def select(self, inp: ScoreInputs):

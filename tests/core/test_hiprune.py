@@ -65,6 +65,9 @@ def test_qwen2_vl_equals_the_reference():
 def test_object_layer_defaults_and_checks():
     assert HiPrune().extra_vision_layers(24) == (8,)  # the official layer 9 of CLIP-L
     assert HiPrune().extra_vision_layers(1) == (0,) and HiPrune(object_layer=16).extra_vision_layers(32) == (15,)
+    # towers without CLS: the official Qwen2.5-VL layer 16 of its 32 blocks (HIPRUNE_OBJECT_LAYER there)
+    assert HiPrune().extra_vision_layers(32, has_cls=False) == (15,)
+    assert HiPrune().extra_vision_layers(32, has_cls=True) == (11,)
     with pytest.raises(ValueError, match="object_layer"):
         PruneConfig("hiprune", options={"object_layer": 0})
     model = deeper("llava", 2)

@@ -79,7 +79,7 @@ def test_a_mixed_batch_gives_each_row_what_it_gives_alone(family, method):
     assert per_row[2].image_tokens_per_layer == [0] * 12
 
 
-@pytest.mark.parametrize("family", ["llava", "internvl", "qwen2_vl", "qwen3_vl"])
+@pytest.mark.parametrize("family", ["llava", "qwen3_vl"])  # eager's masks are family-independent
 @pytest.mark.parametrize("method", ["sequential", "pdrop", "random"])
 def test_eager_attention_mixed_batch(family, method):
     assert_rows_alone(family, ORACLE_CONFIGS[method], mixed_rows(family), attn="eager")

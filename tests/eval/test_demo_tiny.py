@@ -14,8 +14,8 @@ from SequentialPrune import PruneConfig
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("demo_tiny")
-    env = dict(os.environ, PYTHON=sys.executable, WORK_DIR=str(work), N="6", RATIOS="0.5 0.9",
-               OMP_NUM_THREADS="1")
+    # One ratio (each setting is one launch of ~10 s; the ratio grid itself is test_launch's).
+    env = dict(os.environ, PYTHON=sys.executable, WORK_DIR=str(work), N="6", RATIOS="0.9", OMP_NUM_THREADS="1")
     proc = subprocess.run(["bash", str(REPO / "eval/VLMEvalKit/demo_tiny.sh")], cwd=str(work), env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -26,7 +26,7 @@ def demo(tmp_path_factory):
 def test_demo_prints_the_full_table(demo):
     work, out = demo
     table = pd.read_csv(work / "runs" / "seqprune_summary.csv")
-    expected = {("none", 0.0)} | {(m, r) for m in ("fastv", "sequential", "random") for r in (0.5, 0.9)}
+    expected = {("none", 0.0)} | {(m, r) for m in ("fastv", "sequential", "random") for r in (0.9,)}
     assert {(m, r) for m, r in zip(table["method"], table["ratio"])} == expected
     assert (table["status"] == "ok").all()
     assert "| sequential | 0.90 | 2 |" in out  # the Markdown table is printed at the end

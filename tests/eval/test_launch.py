@@ -100,7 +100,6 @@ GRID = {
                         ["--prune-method", "pdrop", "--prune-option", "stages=2,5,8"], 1, ["MCQ", "VQA"]),
     "internvl_divprune_2proc": ("internvl_seqprune", PruneConfig("divprune", 0.75),
                                 ["--prune-method", "divprune", "--prune-ratio", "0.75"], 2, ["MCQ", "YN"]),
-    "llava_spatial": ("llava_seqprune", PruneConfig("spatial", 0.75), ["--prune-method", "spatial"], 1, ["VQA"]),
 }
 
 

@@ -102,6 +102,17 @@ def _finish(args, registered: set, work_dir: str, lmudata: Path) -> int:
     return 1 if bad or answers else 0
 
 
+def _early_work_dir(rest) -> str:
+    """The work dir vlmeval will use (``$MMEVAL_ROOT`` first, as vlmeval does, else ``--work-dir``, else its
+    default ``./outputs``), read from the command line before vlmeval is imported; main() checks the one vlmeval
+    parsed again (it also takes abbreviations)."""
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--work-dir", default="./outputs")
+    return os.environ.get("MMEVAL_ROOT", p.parse_known_args(rest)[0].work_dir)
+
+
 def _check_work_dir(work_dir: str) -> None:
     """The work dir, or the nearest existing folder above it, must be a folder."""
     from .launch import LaunchError
@@ -138,6 +149,12 @@ def main(argv=None) -> int:
     from .launch import RANK, LaunchError, check_static, note, register_runs, resolve_names
 
     setting, rest, ns = parse_flags(argv)
+    if not helping:  # a work dir that cannot be one fails before the ~10 s import of vlmeval
+        try:
+            _check_work_dir(_early_work_dir(rest))
+        except LaunchError as e:
+            print(f"run.py: error: {e}", file=sys.stderr)
+            return 2
     if helping:
         build_parser().print_help()
         print("\nVLMEvalKit's flags:\n")
