@@ -86,6 +86,16 @@ def image_grids(family: str, n_images: int = 1):
     return lambda row: out
 
 
+def hiprune_object_layer(model) -> int:
+    """HiPrune's default object layer, 0-based, re-derived from the official code's two settings: layer 9 of
+    CLIP-L's 24 (a tower with CLS) and layer 16 of Qwen2.5-VL's 32 (no CLS), scaled to the tower's depth."""
+    vc = model.config.vision_config
+    depth = getattr(vc, "depth", None) or vc.num_hidden_layers
+    cls = any(n.endswith(("class_embedding", "cls_token")) for n, _ in model.named_parameters())
+    official, of = (9, 24) if cls else (16, 32)
+    return max(1, round(depth * official / of)) - 1
+
+
 def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.float32, inputs=None):
     model = build_model(family, attn, dtype=dtype)
     inputs = inputs or make_inputs(family, n_images=n_images, batch=batch)
@@ -96,8 +106,8 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
         sharpen(model)  # the tiny towers attend almost uniformly: rounding would decide the ranking
         vision_rows = reference_scores(model, family, inputs, received=cfg.scorer_name == "hiprune")
         vision = lambda row: vision_rows[row]  # noqa: E731
-    if cfg.scorer_name == "hiprune":  # the tiny towers have one layer: the object layer is the deep one
-        shallow_rows = reference_scores(model, family, inputs, received=True, layer=0)
+    if cfg.scorer_name == "hiprune":
+        shallow_rows = reference_scores(model, family, inputs, received=True, layer=hiprune_object_layer(model))
         shallow = lambda row: shallow_rows[row]  # noqa: E731
     if cfg.scorer_name == "vispruner":
         feature_rows = reference_features(model, family, inputs)
