@@ -10,6 +10,8 @@ and repeating them. Writes ``<name>.json`` (every raw number), ``<name>.md``
     python scripts/benchmark.py --preset cpu-mid-2880 --methods none fastv sequential score_only \\
         --ratios 0.5 0.75 0.9 --layers 2 --repeats 3 --out outputs/bench
     python scripts/benchmark.py --preset llava-1.5-7b --attn sdpa eager --budget 192 128 64
+    python scripts/benchmark.py --preset llava-1.5-7b --methods none sequential pdrop --before visionzip \
+        --before-ratio 0.666 --ratios 0.5 0.75    # each pruned setting after VisionZip's 576 -> 192
 
 With ``--batch`` sizes other than 1 it measures throughput instead (``scripts/bench/throughput.py``): samples/s,
 generated tokens/s and peak memory per setting and batch size, answering the same prompts at every size; the
@@ -27,6 +29,7 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +38,9 @@ if str(ROOT) not in sys.path:  # scripts/ is not installed: run as a file, impor
 
 import torch  # noqa: E402
 
+from SequentialPrune import PruneConfig  # noqa: E402
 from SequentialPrune.config import parse_option  # noqa: E402
+from SequentialPrune.frontends.vlmevalkit.flags import before_methods  # noqa: E402
 from scripts.bench.inputs import make_layout  # noqa: E402
 from scripts.bench.methods import BENCH_METHODS, expand  # noqa: E402
 from scripts.bench.presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402
@@ -58,6 +63,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--prune-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                     help="schedule/scorer options for the methods that have them, e.g. stages=2,8,16 (pdrop), "
                          "schedule=2:0.5,6:0.25 (custom; needed to run custom), image_pivots=4 (dart)")
+    ap.add_argument("--before", choices=before_methods(), metavar="METHOD",
+                    help="prune once before the decoder (layer 0) with METHOD in every pruned setting, then the "
+                         "setting's own method on the tokens left (the none baseline stays unpruned); one of "
+                         + ", ".join(before_methods()))
+    ap.add_argument("--before-ratio", type=float, metavar="R",
+                    help="fraction of image tokens the --before stage drops (default: its method's)")
+    ap.add_argument("--before-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of the --before method, e.g. contextual_ratio=0.2 (visionzip); repeatable")
     ap.add_argument("--step", type=float, default=0.1, help="stepwise schedules' step (fraction of N)")
     ap.add_argument("--budget", nargs="+", type=float,
                     help="average image tokens per layer: a fraction of N if <= 1, else a token count (as run.py's "
@@ -83,7 +96,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--replot", nargs="+", metavar="JSON",
                     help="measure nothing: redraw <out>/<name>.png from saved JSON files (all their panels)")
     ap.add_argument("--no-progress", action="store_true")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:  # a bad --before fails here, before any model is built
+        before_stage(args)
+    except ValueError as e:
+        ap.error(str(e))
+    return args
+
+
+def before_stage(args) -> "PruneConfig | None":
+    """The ``--before`` stage (None without one); ValueError naming the flags for a bad one."""
+    if args.before is None:
+        given = [f for f, v in (("--before-ratio", args.before_ratio), ("--before-option", args.before_option or None))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set the stage before the decoder: add --before METHOD, or drop them")
+        return None
+    if all(m == "none" for m in args.methods):
+        raise ValueError(f"--before wraps the pruned settings, and --methods {' '.join(args.methods)} has none: "
+                         f"add a method, or benchmark {args.before} alone with --methods none {args.before}")
+    if args.batch != [1]:  # the throughput sweep builds its own grid (scripts/bench/throughput.py)
+        raise ValueError("--before is not supported with --batch (the throughput sweep); measure the combination "
+                         "at batch 1, or benchmark the before method alone in --methods")
+    options = dict(args.before_option)
+    if len(options) != len(args.before_option):
+        raise ValueError(f"--before-option repeats a key: {[k for k, _ in args.before_option]}")
+    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
+        return PruneConfig(args.before, args.before_ratio, layer=0, options=options or None)
+    except ValueError as e:
+        msg = str(e)
+        msg = f"--before-{msg}" if msg.startswith("ratio ") else f"--before {args.before}: {msg}"
+        raise ValueError(msg + (" (set options with --before-option KEY=VALUE)" if "option" in msg else "")) from None
+
+
+def with_before(settings, before, n_image: int, num_layers: int):
+    """Each pruned setting of the grid run after ``before`` (the stock model stays as it is): its ratio, or its
+    budget's solved ratio, is of the tokens ``before`` leaves; a grid point no combination fits is kept, marked."""
+    if before is None or not before.prunes:
+        return settings
+    out = []
+    for s in settings:
+        if s.config is None:  # the stock model, or a grid point that is no config at all (its note says why)
+            out.append(s)
+            continue
+        cfg = s.config
+        try:
+            cfg = cfg.replace(before=before)
+            if s.budget is not None:  # budget rows: s.budget is a token count of N (as expand solved it)
+                cfg = cfg.solve_ratio(s.budget, n_image, num_layers)
+            cfg.check_model(num_layers)
+            out.append(replace(s, config=cfg, status="ok", note=""))
+        except ValueError as e:
+            out.append(replace(s, config=cfg, status="unreachable" if s.budget is not None else "invalid",
+                               note=f"with --before {before.method}: {e}"))
+    return out
 
 
 def _layer(text: str):
@@ -166,6 +232,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.replot:
         return _replot(args)
+    before = before_stage(args)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
     _check_attn(args.attn, device)
@@ -195,6 +262,7 @@ def main(argv=None) -> dict:
         layout = make_layout(model, images, size, args.text_tokens, 1, args.seed)
         settings = expand(args.methods, args.attn, args.ratios, args.layers, args.step, args.budget,
                           layout.n_image_tokens, bench.num_layers, dict(args.prune_option))
+        settings = with_before(settings, before, layout.n_image_tokens, bench.num_layers)
         bar.total = (bar.total or 0) + _runs(settings, args)
         bar.refresh()
         rows += bench.block(layout, settings, bar)

@@ -104,6 +104,9 @@ class Setting:
             base += " " + " ".join(f"{k}={v}" for k, v in c.options)
         if c is not None and c.schedule_name.startswith("stepwise"):
             base += f" step={c.step:g}"
+        if c is not None and c.before is not None:  # a combination: its before stage comes first
+            b = c.before
+            base = f"{b.method} R={b.ratio:g} + " + base
         return base + (f" @{self.budget:g}" if self.budget is not None else "") + f" [{self.attn}]"
 
 

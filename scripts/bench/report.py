@@ -67,8 +67,14 @@ def _f(x, fmt="{:.1f}"):
     return "-" if x is None else fmt.format(x)
 
 
+def method_cell(r: dict) -> str:
+    """The row's method; a combination's before stage first (``visionzip R=0.666 + sequential``)."""
+    before = (r.get("config") or {}).get("before")
+    return r["method"] if not before else f"{before['method']} R={before['ratio']:g} + {r['method']}"
+
+
 COLUMNS = [  # (header, row -> cell)
-    ("method", lambda r: r["method"]),
+    ("method", method_cell),
     ("attn", lambda r: r["attn"]),
     ("K", lambda r: _f(r["layer"], "{}")),
     ("R", lambda r: _f(r["ratio"], "{:.4g}")),
@@ -114,7 +120,7 @@ def markdown(report: dict) -> str:
                   "|" + "---|" * len(COLUMNS)]
         for r in rows:
             if r["status"] != "ok":
-                lines.append(f"| {r['method']} | {r['attn']} | {_f(r['layer'], '{}')} | - | {_f(r['step'], '{:g}')} "
+                lines.append(f"| {method_cell(r)} | {r['attn']} | {_f(r['layer'], '{}')} | - | {_f(r['step'], '{:g}')} "
                              f"| {_f(r['budget'], '{:g}')} | **{r['status']}**: {r['note']} |" + " |" * (len(COLUMNS) - 7))
                 continue
             lines.append("| " + " | ".join(fn(r) for _, fn in COLUMNS) + " |")

@@ -58,6 +58,21 @@ def test_original_flags_parse_to_the_new_setting(original, new):
     (["--model-path", "llava_seqprune=org/a", "llava_seqprune=org/b"], "names a model twice"),
     (["--max-new-tokens", "0"], "must be an integer >= 1"),
     (["--register-dataset", "Foo"], "expected NAME=KIND"),
+    # a stage before the decoder (--prune-before)
+    (["--prune-before-ratio", "0.5"], "--prune-before-ratio set the stage before the decoder: add --prune-before"),
+    (["--prune-before-option", "contextual_ratio=0.2"], "add --prune-before METHOD"),
+    (["--prune-method", "none", "--prune-before", "visionzip"], "run it as --prune-method visionzip"),
+    (["--prune-before", "fastv"], "invalid choice"),  # not one-shot at layer 0: not offered
+    (["--prune-before", "sequential"], "invalid choice"),
+    (["--prune-before", "visionzip", "--prune-before-ratio", "1.5"], "--prune-before-ratio must be in [0, 1]"),
+    (["--prune-before", "visionzip", "--prune-before-option", "pivots=2"],
+     "unknown option(s) ['pivots'] for method visionzip"),
+    (["--prune-before", "visionzip", "--prune-before-option", "pivots=2"], "--prune-before-option KEY=VALUE"),
+    (["--prune-before", "visionzip", "--prune-before-option", "contextual_ratio=0.1", "--prune-before-option",
+      "contextual_ratio=0.2"], "--prune-before-option repeats a key"),
+    (["--prune-before", "visionzip", "--prune-method", "divprune"], "give the decoder-side stage --prune-layer >= 1"),
+    (["--prune-before", "visionzip", "--prune-method", "fastervlm", "--prune-layer", "2"],
+     "both stages read the vision tower"),
 ])
 def test_bad_flag_combinations_are_refused(capsys, flags, message):
     with pytest.raises(SystemExit) as e:
@@ -88,6 +103,45 @@ def test_defaults_and_normalisation():
     assert s.prune.tag() == "none"
     s, _, _ = parse_flags(["--prune-method", "random", "--prune-seed", "4", "--prune-step", "5"])
     assert s.prune.tag() == "random_r0.75_l2_s5_seed4"
+
+
+def test_a_before_stage_combines_with_the_decoder_side_setting():
+    s, rest, _ = parse_flags(["--prune-method", "sequential", "--prune-ratio", "0.75", "--prune-layer", "2",
+                              "--prune-before", "visionzip", "--prune-before-ratio", "0.666", "--model", "x"])
+    assert rest == ["--model", "x"]
+    assert s.prune == PruneConfig("sequential", 0.75, 2, before=PruneConfig("visionzip", 0.666))
+    assert s.prune.tag() == "visionzip_r0.666_l0+sequential_r0.75_l2_s10"
+    # options of the before stage; a method whose own K is not 0 (dart) runs at layer 0 before the decoder
+    s, _, _ = parse_flags(["--prune-before", "dart", "--prune-before-option", "image_pivots=2"])
+    assert (s.prune.before.method, s.prune.before.layer, s.prune.before.options_dict["image_pivots"]) == ("dart", 0, 2)
+    assert s.prune.before.ratio == METHODS["dart"].defaults["ratio"]  # the method's default ratio
+    # a before stage at ratio 0 prunes nothing: the single-stage run, its name and files
+    s, _, _ = parse_flags(["--prune-before", "visionzip", "--prune-before-ratio", "0"])
+    assert s.prune == PruneConfig("sequential") and s.prune.tag() == "sequential_r0.75_l2_s10"
+    # MileBench takes the same flags
+    from SequentialPrune.frontends.milebench.flags import parse
+
+    _, m = parse(["--dataset_name", "X", "--model_name", "llava-v1.5-7b", "--prune-before", "visionzip"])
+    assert m.prune.tag() == "visionzip_r0.666_l0+sequential_r0.75_l2_s10"
+
+
+def test_the_before_choices_are_the_one_shot_methods_that_prune_at_layer_0():
+    from SequentialPrune.frontends.vlmevalkit.flags import before_methods
+
+    names = before_methods()
+    assert {"visionzip", "fastervlm", "divprune", "dart", "random_oneshot"} <= set(names)
+    assert not {"fastv", "sequential", "pdrop", "none", "custom"} & set(names)  # layer >= 1 or not one-shot
+    for name in names:
+        assert METHODS[name].schedule == "oneshot"
+        PruneConfig("sequential", before=PruneConfig(name, layer=0))  # what the flag builds is accepted
+
+
+def test_a_budget_with_a_before_stage_solves_the_decoder_side_ratio():
+    s, _, _ = parse_flags(["--prune-budget", "64", "--prune-before", "visionzip"])
+    assert s.budget == 64 and s.prune.before == PruneConfig("visionzip")
+    cfg = solve_budget(s, LAYERS, N)  # PruneConfig.solve_ratio keeps the before stage
+    assert cfg.before == PruneConfig("visionzip") and cfg.tokens_per_layer(N, LAYERS)[0] == 192
+    assert cfg.average_image_tokens(N, LAYERS) <= 64 and cfg.ratio != s.prune.ratio
 
 
 # The vision-side methods (issue 23) through each front end's pruning flags, without a model: the VLMEvalKit

@@ -251,3 +251,45 @@ def test_throughput_per_batch_size_on_mixed_shapes(preset, shape, tmp_path):
 def test_throughput_refuses_a_budget(tmp_path):
     with pytest.raises(SystemExit, match="several: give --ratios"):
         benchmark.main(["--preset", "tiny-llava", "--batch", "1", "2", "--budget", "0.5", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--before-ratio", "0.5"], "add --before METHOD"),
+    (["--before-option", "contextual_ratio=0.2"], "add --before METHOD"),
+    (["--before", "visionzip", "--methods", "none"], "--methods none visionzip"),
+    (["--before", "visionzip", "--batch", "1", "4"], "not supported with --batch"),
+    (["--before", "visionzip", "--before-ratio", "2"], "--before-ratio must be in [0, 1]"),
+    (["--before", "visionzip", "--before-option", "pivots=2"], "--before-option KEY=VALUE"),
+    (["--before", "fastv"], "invalid choice"),
+])
+def test_bad_before_flags_are_refused(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        benchmark.parse_args(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_before_wraps_every_pruned_setting_of_the_grid():
+    """No model: the grid of settings (64 image tokens, 12 layers), each pruned one after the --before stage."""
+    from scripts.bench.methods import expand
+
+    args = benchmark.parse_args(["--methods", "none", "sequential", "divprune", "--ratios", "0.5", "--layers", "2",
+                                 "--before", "visionzip", "--before-ratio", "0.5"])
+    before = benchmark.before_stage(args)
+    assert before == PruneConfig("visionzip", 0.5)
+    grid = expand(args.methods, args.attn, args.ratios, args.layers, args.step, None, 64, 12)
+    rows = {s.method: s for s in benchmark.with_before(grid, before, 64, 12)}
+    assert rows["none"].config is None  # the baseline stays unpruned
+    assert rows["sequential"].config.tag() == "visionzip_r0.5_l0+sequential_r0.5_l2_s10"
+    assert rows["divprune"].status == "ok" and rows["divprune"].config.before == before
+    # the label and the table's method cell name the before stage: a combination's row never reads as single-stage
+    assert rows["sequential"].label().startswith("visionzip R=0.5 + sequential K=2 R=0.5")
+    from scripts.bench.report import method_cell
+    assert method_cell({"method": "sequential", "config": rows["sequential"].config.to_dict()}) == \
+        "visionzip R=0.5 + sequential"
+    assert method_cell({"method": "none", "config": None}) == "none"
+    # a budget is solved for the combination; a decoder-side stage at layer 0 is an invalid row, not a crash
+    grid = expand(["sequential", "divprune"], ["sdpa"], [0.5], [2, 0], 0.1, [20], 64, 12)
+    rows = {(s.method, s.config.layer if s.config else None): s for s in benchmark.with_before(grid, before, 64, 12)}
+    cfg = rows[("sequential", 2)].config
+    assert cfg.before == before and cfg.average_image_tokens(64, 12) <= 20
+    assert rows[("divprune", 0)].status == "unreachable" and "two stages at layer 0" in rows[("divprune", 0)].note

@@ -16,6 +16,7 @@ from typing import Dict, Optional, Tuple
 from SequentialPrune import METHODS, SCORERS, PruneConfig
 from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, parse_option
 from SequentialPrune.evaluation.setting import EvalSetting
+from SequentialPrune.frontends.vlmevalkit.flags import before_methods
 
 ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
 DTYPES = ("float16", "bfloat16", "float32", "auto")
@@ -33,6 +34,10 @@ KEYS: Dict[str, str] = {
     "prune_seed": "seed of the random scorer",
     "prune_scorer": f"rank tokens with another scorer, one of {sorted(SCORERS)}",
     "prune_option": "schedule/scorer options KEY=VALUE, ';' between options, '|' for commas (stages=2|8|16)",
+    "prune_before": f"also prune once before the decoder (layer 0) with this method, one of {before_methods()}; "
+                    "the other prune_* keys set the decoder-side stage, whose ratio is of the tokens it leaves",
+    "prune_before_ratio": "fraction of image tokens the prune_before stage drops (default: its method's)",
+    "prune_before_option": "options of the prune_before method, as prune_option (contextual_ratio=0.2)",
     "prune_positions": f"RoPE positions of the kept tokens, one of {POSITIONS}",
     "prune_budget": "solve R for this average of image tokens per layer (fraction of N if <= 1, else tokens)",
     "budget_n_image": "N for a prune_budget token count (default: the checkpoint's fixed count)",
@@ -79,7 +84,7 @@ def _number(args: dict, key: str, kind=float, low=None) -> Optional[float]:
     return x
 
 
-def _options(text) -> Optional[dict]:
+def _options(text, key: str = "prune_option") -> Optional[dict]:
     if text is None:
         return None
     out = {}
@@ -87,11 +92,34 @@ def _options(text) -> Optional[dict]:
         try:
             k, v = parse_option(part.replace("|", ","))
         except ValueError as e:
-            raise ModelArgsError(f"model_args prune_option: {e}") from None
+            raise ModelArgsError(f"model_args {key}: {e}") from None
         if k in out:
-            raise ModelArgsError(f"model_args prune_option repeats the key {k!r}")
+            raise ModelArgsError(f"model_args {key} repeats the key {k!r}")
         out[k] = v
     return out
+
+
+def _before(args: dict, method: str) -> Optional[PruneConfig]:
+    """The prune_before stage (None without one), at layer 0; ModelArgsError for its keys' mistakes."""
+    name = args.get("prune_before")
+    if name is None:
+        given = [k for k in ("prune_before_ratio", "prune_before_option") if args.get(k) is not None]
+        if given:
+            raise ModelArgsError(f"model_args {', '.join(given)} set the stage before the decoder: add "
+                                 f"prune_before=METHOD ({', '.join(before_methods())}), or drop them")
+        return None
+    name = _choice(args, "prune_before", before_methods())
+    if method == "none":
+        raise ModelArgsError(f"model_args prune_before={name} with prune_method=none: to prune before the decoder "
+                             f"only, give prune_method={name} (with prune_ratio, prune_option)")
+    ratio = _number(args, "prune_before_ratio", float, 0)
+    options = _options(args.get("prune_before_option"), "prune_before_option")
+    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
+        return PruneConfig(name, ratio, layer=0, options=options)
+    except ValueError as e:
+        msg = str(e)
+        msg = f"prune_before_{msg}" if msg.startswith("ratio ") else f"prune_before={name}: {msg}"
+        raise ModelArgsError(f"model_args {msg}") from None
 
 
 def check_keys(args: dict) -> None:
@@ -106,6 +134,7 @@ def parse_model_args(args: dict) -> Tuple[EvalSetting, dict]:
     reuse_despite_changes, system_prompt). Raises :class:`ModelArgsError` before anything loads."""
     check_keys(args)
     method = _choice(args, "prune_method", METHODS) or "sequential"
+    before = _before(args, method)
     ratio = _number(args, "prune_ratio", float, 0)
     budget = _number(args, "prune_budget", float)
     given = {k: args.get(k) for k in ("prune_ratio", "prune_layer", "prune_step", "prune_seed", "prune_scorer",
@@ -131,6 +160,8 @@ def parse_model_args(args: dict) -> Tuple[EvalSetting, dict]:
               score_dtype=_choice(args, "score_dtype", SCORE_DTYPES), options=_options(args.get("prune_option")))
     if step is not None:
         kw["step"] = step / 100.0  # percentage points, as the VLMEvalKit flag; the core takes a fraction
+    if before is not None and before.prunes:  # a before stage at ratio 0 prunes nothing: the single-stage run
+        kw["before"] = before
     try:
         cfg = PruneConfig(**kw) if method != "none" else PruneConfig(method="none")
     except ValueError as e:  # PruneConfig names its fields; the keys are prune_<field> (score_dtype: the same)
@@ -138,6 +169,8 @@ def parse_model_args(args: dict) -> Tuple[EvalSetting, dict]:
         first = msg.split(" ", 1)[0]
         if first in ("ratio", "layer", "step", "seed", "scorer", "positions"):
             msg = f"prune_{msg}"
+        if msg.startswith("two stages at layer 0"):
+            msg += ": give the decoder-side stage prune_layer >= 1, or a prune_method that prunes inside it"
         raise ModelArgsError(f"model_args {msg}") from None
     if not cfg.prunes and method != "none":
         cfg = PruneConfig(method="none")  # ratio 0 is the unpruned model: same name and folder

@@ -54,6 +54,20 @@ def _option(text: str) -> Tuple[str, object]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def before_methods() -> List[str]:
+    """The methods a before stage can run: those PruneConfig accepts as ``before`` at layer 0 (one-shot)."""
+    out = []
+    for name, spec in sorted(METHODS.items()):
+        if spec.schedule != "oneshot":
+            continue
+        try:  # the decoder-side stage is only a probe of PruneConfig's own before-stage check
+            PruneConfig("sequential", before=PruneConfig(name, layer=0))
+        except ValueError:
+            continue
+        out.append(name)
+    return out
+
+
 def _dataset_kind(text: str) -> Tuple[str, str]:
     name, sep, kind = text.rpartition("=")
     if not sep or not name or kind.lower() not in DATASET_KINDS:
@@ -83,6 +97,14 @@ def build_parser(prog: str = "run.py", harness: str = "VLMEvalKit") -> argparse.
     g.add_argument("--prune-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="a schedule or scorer option, e.g. stages=2,8,16 (pdrop), image_pivots=4 (dart), "
                         "schedule=2:0.5,6:0.3 (custom); repeatable")
+    g.add_argument("--prune-before", choices=before_methods(), default=None, metavar="METHOD",
+                   help="also prune once before the decoder (layer 0) with METHOD, one of "
+                        f"{', '.join(before_methods())}; the --prune-* flags then set the decoder-side stage, "
+                        "whose ratio is of the tokens METHOD leaves (e.g. --prune-before visionzip)")
+    g.add_argument("--prune-before-ratio", type=float, default=None, metavar="R",
+                   help="fraction of image tokens the --prune-before stage drops (default: its method's)")
+    g.add_argument("--prune-before-option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the --prune-before method, e.g. contextual_ratio=0.2 (visionzip); repeatable")
     g.add_argument("--prune-positions", choices=POSITIONS, default=None,
                    help="RoPE positions of the kept tokens: original, or renumber (contiguous) "
                         "(default: the method's convention)")
@@ -208,8 +230,30 @@ def _model_paths(values: Optional[List[str]]) -> Tuple[Optional[str], Tuple[Tupl
     return None, tuple(pairs)
 
 
+def _before(a, method: str) -> Optional[PruneConfig]:
+    """The --prune-before stage (None without one); FlagError for its flags' mistakes."""
+    if a.prune_before is None:
+        given = [f for f, v in (("--prune-before-ratio", a.prune_before_ratio),
+                                ("--prune-before-option", a.prune_before_option or None)) if v is not None]
+        if given:
+            raise FlagError(f"{', '.join(given)} set the stage before the decoder: add --prune-before METHOD "
+                            f"({', '.join(before_methods())}), or drop them")
+        return None
+    if method == "none":
+        raise FlagError(f"--prune-before {a.prune_before} with --prune-method none: to prune before the decoder "
+                        f"only, run it as --prune-method {a.prune_before} (with --prune-ratio, --prune-option)")
+    options = dict(a.prune_before_option)
+    if len(options) != len(a.prune_before_option):
+        raise FlagError(f"--prune-before-option repeats a key: {[k for k, _ in a.prune_before_option]}")
+    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
+        return PruneConfig(a.prune_before, a.prune_before_ratio, layer=0, options=options or None)
+    except ValueError as e:
+        raise FlagError(_flag_names(str(e), _BEFORE_FIELD_FLAGS, "--prune-before-option")) from None
+
+
 def _setting(a) -> EvalSetting:
     method = _resolve_method(a)
+    before = _before(a, method)
     ratio = _merge(a.prune_ratio, _legacy_ratio(a), "--prune-ratio", "--fast-v-attention-rank")
     layer = _merge(a.prune_layer, a.fast_v_agg_layer, "--prune-layer", "--fast-v-agg-layer")
     given = {"--prune-ratio": ratio, "--prune-layer": layer, "--prune-step": a.prune_step,
@@ -240,10 +284,15 @@ def _setting(a) -> EvalSetting:
     # (evaluation/resolve.py), for its own layer and image-token counts.
     if method == "none":
         kw = dict(method="none")
+    elif before is not None and before.prunes:  # a before stage at ratio 0 prunes nothing: the single-stage run
+        kw["before"] = before
     try:
         cfg = PruneConfig(**kw)
     except ValueError as e:
-        raise FlagError(_flag_names(str(e))) from None
+        msg = _flag_names(str(e))
+        if msg.startswith("two stages at layer 0"):
+            msg += ": give the decoder-side stage --prune-layer >= 1, or a --prune-method that prunes inside it"
+        raise FlagError(msg) from None
     if not cfg.prunes and method != "none":
         if a.cache_mode == "recompute":
             raise FlagError("--cache-mode recompute has no effect when nothing is pruned (ratio 0)")
@@ -267,15 +316,18 @@ def _setting(a) -> EvalSetting:
 # PruneConfig field -> the flag that sets it, for its error messages
 _FIELD_FLAGS = {"ratio": "--prune-ratio", "layer": "--prune-layer", "step": "--prune-step", "seed": "--prune-seed",
                 "scorer": "--prune-scorer", "positions": "--prune-positions", "score_dtype": "--score-dtype"}
+# the same for the --prune-before stage (its layer is always 0, its other fields the method's)
+_BEFORE_FIELD_FLAGS = {"ratio": "--prune-before-ratio"}
 
 
-def _flag_names(msg: str) -> str:
+def _flag_names(msg: str, field_flags=None, option_flag: str = "--prune-option") -> str:
     """A PruneConfig message in terms of flags (``step has no effect`` -> ``--prune-step has no effect``)."""
+    field_flags = _FIELD_FLAGS if field_flags is None else field_flags
     first = msg.split(" ", 1)[0]
-    if first in _FIELD_FLAGS:
-        msg = _FIELD_FLAGS[first] + msg[len(first):]
+    if first in field_flags:
+        msg = field_flags[first] + msg[len(first):]
     if "option" in msg:
-        msg += " (set options with --prune-option KEY=VALUE)"
+        msg += f" (set options with {option_flag} KEY=VALUE)"
     return msg
 
 

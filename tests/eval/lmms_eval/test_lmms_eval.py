@@ -264,6 +264,35 @@ def test_model_args_map_onto_the_pruning_setting():
             parse_model_args(bad)
 
 
+def test_model_args_prune_before_makes_a_combination():
+    from SequentialPrune import PruneConfig
+    from SequentialPrune.frontends.lmms_eval.model_args import KEYS, ModelArgsError, parse_model_args
+
+    setting, _ = parse_model_args({"prune_method": "sequential", "prune_ratio": 0.75, "prune_layer": 2,
+                                   "prune_before": "visionzip", "prune_before_ratio": 0.666})
+    assert setting.prune == PruneConfig("sequential", 0.75, 2, before=PruneConfig("visionzip", 0.666))
+    assert setting.prune.tag() == "visionzip_r0.666_l0+sequential_r0.75_l2_s10"
+    setting, _ = parse_model_args({"prune_before": "dart", "prune_before_option": "image_pivots=2;text_pivots=3"})
+    before = setting.prune.before
+    assert (before.method, before.layer, before.options_dict["image_pivots"], before.options_dict["text_pivots"]) \
+        == ("dart", 0, 2, 3)
+    setting, _ = parse_model_args({"prune_budget": 64, "prune_before": "visionzip"})
+    assert setting.budget == 64 and setting.prune.before == PruneConfig("visionzip")
+    assert {"prune_before", "prune_before_ratio", "prune_before_option"} <= set(KEYS)
+    for bad, says in (({"prune_before_ratio": 0.5}, "add prune_before=METHOD"),
+                      ({"prune_before_option": "contextual_ratio=0.2"}, "add prune_before=METHOD"),
+                      ({"prune_method": "none", "prune_before": "visionzip"}, "give prune_method=visionzip"),
+                      ({"prune_before": "fastv"}, r"prune_before='fastv': expected one of"),
+                      ({"prune_before": "visionzip", "prune_before_ratio": 1.5}, r"prune_before_ratio must be in"),
+                      ({"prune_before": "visionzip", "prune_before_option": "pivots=2"}, r"unknown option\(s\)"),
+                      ({"prune_before": "visionzip",
+                        "prune_before_option": "contextual_ratio=0.1;contextual_ratio=0.2"},
+                       "prune_before_option repeats the key"),
+                      ({"prune_before": "visionzip", "prune_method": "divprune"}, "prune_layer >= 1")):
+        with pytest.raises(ModelArgsError, match=says):
+            parse_model_args(bad)
+
+
 def test_likelihood_scoring_picks_what_generation_answers(llava_b1, task_dir):
     """The multiple-choice twin of the task: each possible answer scored by lmms-eval's loglikelihood requests.
     Scored as generation would produce it, the best-scored choice is the generated answer wherever that answer is
