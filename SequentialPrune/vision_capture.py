@@ -291,19 +291,22 @@ class VisionCapture:
     def token_data(self, counts: List[int]) -> List[dict]:
         """Per row, what a merging scorer reads of its ``counts[b]`` prompt image tokens (in prompt order), as the
         adapter's ``MergeSpec`` maps it: ``keys`` ``(n, Dh)``, ``features`` ``(n, C)`` in the projector's input
-        space, ``cls``: ``[(first image token, CLS feature)]`` per image with a CLS the projector can take."""
+        space, ``cls``: ``[(first image token, CLS feature)]`` per image with a CLS the projector can take,
+        ``pool``: ``(n,)`` bool, the tokens a merging scorer may keep or merge (None: all)."""
         merge = self.spec.merge
         keys = merge.token_keys(self.model, self.records).float() if "keys" in self.needs else None
         feats = merge.token_features(self.model, self.records) if "features" in self.needs else None
         cls = merge.cls_features(self.model, self.records) if "cls" in self.needs and merge.cls_features else []
+        pool = merge.token_pool(self.model, self.records) if merge.token_pool else None
         out, start = [], 0
         for c in counts:
             row = {"keys": None if keys is None else keys[start:start + c],
                    "features": None if feats is None else feats[start:start + c],
-                   "cls": [(s - start, f) for s, f in cls if start <= s < start + c]}
+                   "cls": [(s - start, f) for s, f in cls if start <= s < start + c],
+                   "pool": None if pool is None else pool[start:start + c]}
             out.append(row)
             start += c
-        for name, t in (("keys", keys), ("features", feats)):
+        for name, t in (("keys", keys), ("features", feats), ("pool", pool)):
             if t is not None and t.shape[0] != start:
                 raise RuntimeError(f"SequentialPrune: the vision tower gave {name} for {t.shape[0]} image tokens, "
                                    f"but the prompt holds {start}")

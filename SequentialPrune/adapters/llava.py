@@ -1,6 +1,7 @@
 """LLaVA-1.5, LLaVA-NeXT and LLaVA-OneVision (llava-hf classes)."""
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 
@@ -113,10 +114,6 @@ def llava_cls_features(model, records):
 
 
 LLAVA_MERGE = MergeSpec(_projector, llava_token_keys, llava_token_features, llava_project, llava_cls_features)
-_ANYRES_MERGE = ("LLaVA-NeXT / OneVision pack each image's crops after the projector, with unpadding and newline "
-                 "tokens (OneVision may also resize the canvas), so the packed tokens have no per-token keys or "
-                 "pre-projector features, and a merged token no single crop slot; the official VisionZip / "
-                 "VisPruner code skips that packing, which the stock model cannot")
 
 
 def _crops_per_image(model, record, need_patching=None):
@@ -129,35 +126,82 @@ def _crops_per_image(model, record, need_patching=None):
             for sz, p in zip(sizes, need_patching)]
 
 
-def _packed(packed) -> torch.Tensor:
-    return torch.cat([p[:, 0] for p in packed])
+def _onevision(model) -> bool:
+    """Whether the model packs as OneVision does (``anyres_max`` downsampling, no select-strategy argument)."""
+    return "vision_aspect_ratio" in inspect.signature(inner_model(model).pack_image_features).parameters
 
 
-def next_vision_scores(model, records) -> torch.Tensor:
-    """LLaVA-NeXT: per-crop patch scores packed by the model's own ``pack_image_features`` (base crop, then the
-    unpadded tile canvas in raster order), a one-channel "feature"; each newline token scores NEWLINE_SCORE."""
-    inner, out = inner_model(model), []
+def _crop_counts(model, record):
+    """Crops per image of one call (OneVision tiles only the image of a one-image sample)."""
+    n = record.call.get("batch_num_images") if _onevision(model) else None
+    need = None if n is None else [int(k) == 1 for k in n for _ in range(int(k))]
+    return _crops_per_image(model, record, need)
+
+
+def _pack(model, record, per_crop: torch.Tensor, newline: torch.Tensor):
+    """Per image ``(tokens, X)``: a per-crop tensor ``(crops, T', X)`` of one call laid out as the model lays out
+    its image features, by the model's own ``pack_image_features`` (base crop, then the unpadded tile canvas in
+    raster order, ``newline`` closing each row; OneVision's ``anyres_max`` bilinear downsampling of a large
+    canvas interpolates it as it does the features)."""
+    inner = inner_model(model)
+    crops = list(torch.split(per_crop, _crop_counts(model, record), 0))
+    if _onevision(model):
+        ratio = record.call.get("vision_aspect_ratio") or model.config.vision_aspect_ratio
+        packed, _ = inner.pack_image_features(crops, record.call["image_sizes"], image_newline=newline,
+                                              vision_aspect_ratio=ratio)
+    else:
+        packed, _ = inner.pack_image_features(crops, record.call["image_sizes"], select_strategy(model, record),
+                                              image_newline=newline)
+    return packed
+
+
+def anyres_vision_scores(model, records) -> torch.Tensor:
+    """LLaVA-NeXT / OneVision: per-crop patch scores packed as the features (a one-channel "feature"); each
+    newline token scores NEWLINE_SCORE; images of a OneVision multi-image prompt are not tiled."""
+    return torch.cat([p[:, 0] for r in records
+                      for p in _pack(model, r, patch_scores(model, r)[..., None], torch.tensor([NEWLINE_SCORE]))])
+
+
+def _anyres_tensors(model, records, per_crop) -> torch.Tensor:
+    out = []
     for r in records:
-        crops = torch.split(patch_scores(model, r)[..., None], _crops_per_image(model, r), 0)
-        packed, _ = inner.pack_image_features(list(crops), r.call["image_sizes"], select_strategy(model, r),
-                                              image_newline=torch.tensor([NEWLINE_SCORE]))
-        out.append(_packed(packed))
+        x = per_crop(r)
+        out += _pack(model, r, x, x.new_zeros(x.shape[-1]))
     return torch.cat(out)
 
 
-def onevision_vision_scores(model, records) -> torch.Tensor:
-    """LLaVA-OneVision: as LLaVA-NeXT, through OneVision's packing (whose ``anyres_max`` bilinear downsampling
-    of a large canvas then averages neighbouring scores); images of a multi-image prompt are not tiled."""
-    inner, out = inner_model(model), []
+def anyres_token_keys(model, records) -> torch.Tensor:
+    """LLaVA-NeXT / OneVision: each crop's head-mean keys laid out as the features (newline rows: zeros)."""
+    return _anyres_tensors(model, records, lambda r: patch_tensors(model, r, "keys").float())
+
+
+def anyres_token_features(model, records) -> torch.Tensor:
+    """LLaVA-NeXT / OneVision: each crop's projector input laid out as the features (newline rows: zeros)."""
+    return _anyres_tensors(model, records, lambda r: torch.cat(r.features, 0))
+
+
+def anyres_token_pool(model, records) -> torch.Tensor:
+    """LLaVA-NeXT / OneVision: True for the tokens laid out from the tower's patches, False for newline tokens."""
+    return _anyres_tensors(model, records, lambda r: torch.ones_like(patch_scores(model, r)[..., None]))[:, 0] > 0.5
+
+
+def anyres_cls_features(model, records):
+    """LLaVA-NeXT under the ``"default"`` strategy: every crop's CLS feature of the select layer (the official
+    VisionZip keeps one per crop), each with the index of its image's first LLM token."""
+    out, start = [], 0
     for r in records:
-        n = r.call.get("batch_num_images")
-        need = None if n is None else [int(k) == 1 for k in n for _ in range(int(k))]
-        crops = torch.split(patch_scores(model, r)[..., None], _crops_per_image(model, r, need), 0)
-        ratio = r.call.get("vision_aspect_ratio") or model.config.vision_aspect_ratio
-        packed, _ = inner.pack_image_features(list(crops), r.call["image_sizes"],
-                                              image_newline=torch.tensor([NEWLINE_SCORE]), vision_aspect_ratio=ratio)
-        out.append(_packed(packed))
-    return torch.cat(out)
+        lens = [p.shape[0] for p in _pack(model, r, patch_scores(model, r)[..., None], torch.zeros(1))]
+        cls = torch.cat(r.cls, 0) if r.cls and select_strategy(model, r) == "default" else None
+        for n_tokens, crops in zip(lens, torch.split(torch.arange(sum(_crop_counts(model, r))),
+                                                     _crop_counts(model, r))):
+            if cls is not None:
+                out += [(start, cls[int(j)]) for j in crops]
+            start += n_tokens
+    return out
+
+
+ANYRES_MERGE = MergeSpec(_projector, anyres_token_keys, anyres_token_features, llava_project, anyres_cls_features,
+                         token_pool=anyres_token_pool)
 
 
 register_adapter(FamilyAdapter(
@@ -166,8 +210,8 @@ register_adapter(FamilyAdapter(
 register_adapter(FamilyAdapter(
     "llava_next", ("LlavaNextForConditionalGeneration", "LlavaNextModel"), ("image_token_id",), ("pixel_values",),
     coords_fn=anyres_coords,
-    vision=VisionSpec(_tower_layers, _select_layer, next_vision_scores, merge_refusal=_ANYRES_MERGE)))
+    vision=VisionSpec(_tower_layers, _select_layer, anyres_vision_scores, merge=ANYRES_MERGE)))
 register_adapter(FamilyAdapter(
     "llava_onevision", ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel"),
     ("image_token_id", "video_token_id"), ("pixel_values", "pixel_values_videos"), coords_fn=anyres_coords,
-    vision=VisionSpec(_tower_layers, _select_layer, onevision_vision_scores, merge_refusal=_ANYRES_MERGE)))
+    vision=VisionSpec(_tower_layers, _select_layer, anyres_vision_scores, merge=ANYRES_MERGE)))

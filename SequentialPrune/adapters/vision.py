@@ -29,12 +29,16 @@ class MergeSpec:
     project: ``fn(model, x (n, C)) -> (n, D)`` the projector applied to such rows.
     cls_features: ``fn(model, records) -> [(index of the image's first LLM token, CLS feature (C,))]`` for
     families whose projector can take the CLS token (LLaVA); None: no CLS slot.
+    token_pool: ``fn(model, records) -> (N,) bool``: the LLM tokens laid out from the tower's patches, which a
+    merging scorer may keep or merge; False for tokens the tower never saw (LLaVA-NeXT / OneVision newline
+    tokens, whose keys and features are zeros). None: every token.
     """
     projector: Callable[[nn.Module], nn.Module]
     token_keys: Callable
     token_features: Callable
     project: Callable
     cls_features: Optional[Callable] = None
+    token_pool: Optional[Callable] = None
 
 
 @dataclass(frozen=True)

@@ -17,5 +17,6 @@ register_method(Method(
          "official shortened sequence (M-RoPE models: each kept slot's own position, a merged token's = its "
          "target's). All images of a prompt share one budget and one merge pool (the official code: per image). "
          "Towers without CLS rank by attention received; InternVL's CLS has no slot (its projector reads 2x2 "
-         "groups). LLaVA-NeXT / OneVision are refused (their stock packing has no per-crop slot for a merged "
-         "token). Image inputs only."))
+         "groups). LLaVA-NeXT / OneVision: keys and features laid out by the model's own packing (unpadded), one "
+         "pool over the crops (the official code: per crop), each crop's CLS in a free slot, newline tokens "
+         "neither kept nor merged. Image inputs only."))

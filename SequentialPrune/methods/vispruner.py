@@ -14,5 +14,6 @@ register_method(Method(
          "is split unevenly (the official loop raises an IndexError in both cases). Positions are renumbered "
          "contiguously as the official code shortens the sequence (original positions on M-RoPE models). All "
          "images of a prompt share one budget (the official code: per image or crop). InternVL / Qwen compare "
-         "each LLM token's projector input (its 2x2 patches' features concatenated); LLaVA-NeXT / OneVision are "
-         "refused. Image inputs only."))
+         "each LLM token's projector input (its 2x2 patches' features concatenated); LLaVA-NeXT / OneVision lay "
+         "the crops' features out by the model's own packing, newline tokens never candidates. Image inputs "
+         "only."))

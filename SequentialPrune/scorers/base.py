@@ -142,3 +142,16 @@ def keep_mask_from_rows(shape, rows: List[torch.Tensor], device) -> torch.Tensor
         if idx.numel():
             mask[b, idx.to(device)] = True
     return mask
+
+
+def pool_split(pool: Optional[torch.Tensor], n: int, keep: int) -> Tuple[torch.Tensor, int, torch.Tensor]:
+    """A merging or feature scorer's candidates among a row's ``n`` image tokens: ``(candidates, their share of
+    keep, the others kept too)``. Candidates are the ``pool`` tokens (all when None: LLaVA-NeXT's newline
+    tokens are none, having no vision-tower patch); when ``keep`` exceeds them, the first others in position
+    order fill the rest."""
+    if pool is None:
+        return torch.arange(n), keep, torch.zeros(0, dtype=torch.long)
+    pool = pool.cpu().bool()
+    cand, other = pool.nonzero().flatten(), (~pool).nonzero().flatten()
+    k = min(keep, cand.numel())
+    return cand, k, other[:keep - k]

@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .base import Scorer, ScoreInputs, Selection, register_scorer
+from .base import Scorer, ScoreInputs, Selection, pool_split, register_scorer
 
 
 def contextual_count(keep: int, ratio: float) -> int:
@@ -70,8 +70,9 @@ class VisionZip(Scorer):
     ``vision_attention``) and merge the others into ``round(keep * contextual_ratio)`` contextual tokens by the
     similarity of that layer's keys. Merging happens on the pre-projector features, then the family's own
     projector maps each merged token (it is non-linear: merging after it would differ). A contextual token sits
-    in its target's slot; on LLaVA-1.5 each image's CLS feature takes one slot too. All images of a prompt form
-    one pool. Before the decoder only (K = 0)."""
+    in its target's slot; on LLaVA-1.5 each image's CLS feature takes one slot too (on LLaVA-NeXT each crop's).
+    All images of a prompt form one pool; tokens the tower never saw (LLaVA-NeXT / OneVision newline tokens) are
+    not in it. Before the decoder only (K = 0)."""
     contextual_ratio: float = 0.15625
     needs_vision = frozenset({"keys", "features", "cls"})
     merges = True
@@ -94,9 +95,16 @@ class VisionZip(Scorer):
             data = inp.vision_tokens[r]
             if slots.numel() != data["features"].shape[0]:
                 raise RuntimeError("the visionzip scorer needs every image token present (it runs at layer 0)")
-            kept, new = zip_tokens(inp.vision[r, idx.to(inp.vision.device)], data["keys"][idx.to(data["keys"].device)],
-                                   data["features"][idx.to(data["features"].device)], data["cls"], inp.keep,
-                                   contextual_count(inp.keep, float(self.contextual_ratio)))
+            pool = data.get("pool")
+            cand, k, fill = pool_split(None if pool is None else pool[idx.to(pool.device)], idx.numel(), inp.keep)
+            pick = idx[cand.to(idx.device)]
+            cls = [(int(torch.searchsorted(cand, s)), f) for s, f in data["cls"]]
+            kept, new = zip_tokens(inp.vision[r, pick.to(inp.vision.device)],
+                                   data["keys"][pick.to(data["keys"].device)],
+                                   data["features"][pick.to(data["features"].device)], cls, k,
+                                   contextual_count(k, float(self.contextual_ratio)))
+            kept = cand[torch.tensor(kept, dtype=torch.long)].tolist() + fill.tolist()
+            new = {int(cand[p]): f for p, f in new.items()}
             keep[r, slots[kept]] = True
             if new:
                 at = sorted(new)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Scorer, ScoreInputs, keep_mask_from_rows, register_scorer
+from .base import Scorer, ScoreInputs, keep_mask_from_rows, pool_split, register_scorer
 
 
 def vispruner_keep(score: torch.Tensor, features: torch.Tensor, keep: int, important_ratio: float,
@@ -41,7 +41,8 @@ class VisPruner(Scorer):
     """VisPruner (Zhang et al., ICCV 2025): ``important_ratio`` of the budget by the vision select layer's
     attention (the CLS row on CLIP / InternViT, attention received on towers without CLS, as
     ``vision_attention``), the rest by removing near-duplicates of the pre-projector features in rounds of up to
-    ``per_round``. All images of a prompt form one pool."""
+    ``per_round``. All images of a prompt form one pool; tokens the tower never saw (LLaVA-NeXT / OneVision
+    newline tokens) are not in it."""
     important_ratio: float = 0.5
     per_round: int = 8
     needs_vision = frozenset({"features"})
@@ -60,8 +61,11 @@ class VisPruner(Scorer):
         for r in range(b):
             slots = inp.visual[r].nonzero().flatten()
             idx = inp.image_index[r, slots].long()
-            feats = inp.vision_tokens[r]["features"]
-            got = vispruner_keep(inp.vision[r, idx.to(inp.vision.device)], feats[idx.to(feats.device)], inp.keep,
+            feats, pool = inp.vision_tokens[r]["features"], inp.vision_tokens[r].get("pool")
+            cand, k, fill = pool_split(None if pool is None else pool[idx.to(pool.device)], idx.numel(), inp.keep)
+            pick = idx[cand.to(idx.device)]
+            got = vispruner_keep(inp.vision[r, pick.to(inp.vision.device)], feats[pick.to(feats.device)], k,
                                  float(self.important_ratio), int(self.per_round))
+            got = torch.cat([cand[got.cpu()], fill])
             rows.append(slots[got.to(slots.device)])
         return keep_mask_from_rows((b, n), rows, inp.visual.device)

@@ -170,9 +170,13 @@ class MaskedReference:
                 raise ValueError("the vispruner reference needs the test's own vision scores and features")
             rank = (torch.cumsum(self.visual[r].long(), 0) - 1)[pos].tolist()
             scores, feats = self.vision(r), self.vision_features(r)
-            got = rv.vispruner([scores[t] for t in rank], feats[rank], k, self.options.get("important_ratio", 0.5),
-                               self.options.get("per_round", 8))
-            return {pos[j] for j in got}
+            # a token with a NaN feature has no vision-tower patch (a newline): no candidate; such tokens fill,
+            # in position order, only a budget beyond the candidates
+            cand = [j for j, t in enumerate(rank) if not bool(torch.isnan(feats[t]).any())]
+            fill = [j for j in range(len(rank)) if j not in set(cand)][:max(0, k - len(cand))]
+            got = rv.vispruner([scores[rank[j]] for j in cand], feats[[rank[j] for j in cand]], min(k, len(cand)),
+                               self.options.get("important_ratio", 0.5), self.options.get("per_round", 8))
+            return {pos[cand[j]] for j in got} | {pos[j] for j in fill}
         if s == "cdpruner":
             valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
             text = [p for p in range(self.visual.shape[1]) if p > max(pos) and bool(valid[p]) and

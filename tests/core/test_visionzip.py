@@ -13,7 +13,7 @@ from SequentialPrune import PruneConfig, apply_pruning
 from SequentialPrune.scorers.visionzip import contextual_count
 from SequentialPrune.testing import reference_vision as rv
 from tiny_models import IMAGE_ID, build_model, make_inputs, row_inputs
-from vision_oracle import eager_vision, qwen_scores, sharpen
+from vision_oracle import _anyres_rows, eager_vision, qwen_scores, reference_features, reference_scores, sharpen
 
 pytestmark = pytest.mark.core
 
@@ -115,6 +115,51 @@ def test_qwen2_vl_kept_tokens_and_merged_features_equal_the_reference():
         want.update({t: merger(feats[j].float().view(4, -1))[0] for j, t in enumerate(targets)})
     for k in kept:
         assert torch.allclose(emb[k], want[k], atol=1e-5), k
+
+
+def test_llava_next_pools_every_crop_keeps_each_crops_cls_and_never_a_newline():
+    """LLaVA-NeXT (the tiny image: a base crop, then one tile whose rows each end in a newline token): dominant
+    tokens by each crop's CLS row, one CLS feature per crop (the official keeps one per crop), contextual merging
+    by the crops' keys, all over one pool of the image's patch tokens; the newline tokens, which no tower patch
+    made, are neither kept nor merged. Re-derived from eager attentions, ``k_proj`` and the hidden states."""
+    model = build_model("llava_next", "sdpa")
+    sharpen(model)
+    inputs = make_inputs("llava_next")
+    cfg = PruneConfig("visionzip", 0.6, options={"contextual_ratio": 0.25})
+    kept, emb, pruner = pruned_image_embeddings(model, inputs, cfg)
+    layer = model.model.vision_tower.vision_model.encoder.layers[-1] if hasattr(model.model.vision_tower,
+                                                                                 "vision_model") else \
+        model.model.vision_tower.encoder.layers[-1]
+    got_keys = []
+    h = layer.self_attn.k_proj.register_forward_hook(lambda m, a, out: got_keys.append(out))
+    with torch.no_grad(), eager_vision(model):
+        out = model.model.vision_tower(inputs["pixel_values"].flatten(0, 1), output_hidden_states=True)
+    h.remove()
+    hidden = out.hidden_states[model.config.vision_feature_layer]  # (crops, T, C), CLS at 0
+    crops, t, _ = hidden.shape
+    heads = model.config.vision_config.num_attention_heads
+    keys = got_keys[0].view(crops, t, heads, -1).mean(2)  # head mean, as VisionZip's metric
+    side = int((t - 1) ** 0.5)
+    scores = reference_scores(model, "llava_next", inputs)[0]  # CLS rows, laid out with newline rows
+    feats = reference_features(model, "llava_next", inputs)[0]
+    metric = _anyres_rows(keys[:, 1:], side)
+    cand = [p for p in range(len(scores)) if not bool(torch.isnan(feats[p]).any())]
+    assert len(scores) - len(cand) == side  # one newline per tile row
+    keep = cfg.plan(len(scores))[0]
+    c = contextual_count(keep, 0.25)
+    dominant, targets, merged = rv.visionzip_no_cls([scores[p] for p in cand], metric[cand], feats[cand],
+                                                    keep - c - crops, c)
+    free = [j for j in range(len(cand)) if j not in set(dominant) | set(targets)]
+    cls_slots = [cand[j] for j in free[:crops]]  # each crop's CLS, base first, from the image's first token on
+    assert kept == sorted([cand[j] for j in dominant + targets] + cls_slots)
+    proj = model.model.multi_modal_projector
+    with torch.no_grad():
+        want = {cand[j]: proj(feats[cand[j]]) for j in dominant}
+        want.update({slot: proj(hidden[i, 0]) for i, slot in enumerate(cls_slots)})
+        want.update({cand[t]: proj(merged[j].float()) for j, t in enumerate(targets)})
+    for k in kept:
+        assert torch.allclose(emb[k], want[k], atol=1e-5), k
+    assert pruner.stats.merged[0][0].sum().item() == c + crops
 
 
 def test_visionzip_runs_before_the_decoder_only():

@@ -84,6 +84,14 @@ def _anyres_layout(crops: List[List[float]], side: int) -> List[float]:
     return out
 
 
+def _anyres_rows(crops: torch.Tensor, side: int) -> torch.Tensor:
+    """As :func:`_anyres_layout` for per-token vectors ``(2, T, C)``: a newline token has no vision-tower patch,
+    so its row is NaN (the references leave such tokens out of a feature method's candidates)."""
+    base, tile = crops
+    nan = torch.full((1, crops.shape[-1]), float("nan"), dtype=crops.dtype)
+    return torch.cat([base] + [torch.cat([tile[r * side:(r + 1) * side], nan]) for r in range(side)])
+
+
 def window_index(model, grid_thw):
     from transformers.vision_utils import get_vision_window_index
     v = model.model.visual
@@ -149,7 +157,8 @@ def reference_features(model, family: str, inputs) -> List[torch.Tensor]:
     """Per batch row, ``(N, C)``: each prompt image token's pre-projector feature, from the tower's own outputs
     (LLaVA: the select layer's hidden states, CLS dropped; InternVL: the last hidden state, CLS dropped, each
     LLM token's 2x2 patches concatenated in pixel-shuffle order; Qwen: the merger's input, 4 consecutive tokens
-    concatenated, un-windowed for Qwen2.5-VL)."""
+    concatenated, un-windowed for Qwen2.5-VL; LLaVA-NeXT / OneVision: each crop's select-layer states, laid out
+    as the test's tiny images are, NaN at newline tokens)."""
     with torch.no_grad():
         if family in QWEN:
             grid = inputs["image_grid_thw"]
@@ -167,6 +176,11 @@ def reference_features(model, family: str, inputs) -> List[torch.Tensor]:
                     side)]) for h in hidden])
             elif family == "llava":
                 flat = out.hidden_states[model.config.vision_feature_layer][:, 1:].flatten(0, 1)
+            elif family in ("llava_next", "llava_onevision"):
+                hidden = out.hidden_states[model.config.vision_feature_layer]
+                hidden = hidden if family == "llava_onevision" else hidden[:, 1:]  # SigLIP has no CLS
+                side = int(hidden.shape[1] ** 0.5)
+                flat = torch.cat([_anyres_rows(hidden[i:i + 2], side) for i in range(0, hidden.shape[0], 2)])
             else:
                 raise ValueError(f"no reference features for {family}")
     counts = torch.isin(inputs["input_ids"], torch.tensor([IMAGE_ID, VIDEO_ID])).sum(dim=1).tolist()
