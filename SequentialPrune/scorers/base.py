@@ -146,9 +146,9 @@ def keep_mask_from_rows(shape, rows: List[torch.Tensor], device) -> torch.Tensor
 
 def pool_split(pool: Optional[torch.Tensor], n: int, keep: int) -> Tuple[torch.Tensor, int, torch.Tensor]:
     """A merging or feature scorer's candidates among a row's ``n`` image tokens: ``(candidates, their share of
-    keep, the others kept too)``. Candidates are the ``pool`` tokens (all when None: LLaVA-NeXT's newline
-    tokens are none, having no vision-tower patch); when ``keep`` exceeds them, the first others in position
-    order fill the rest."""
+    keep, the others kept too)``. Candidates are the ``pool`` tokens (every token when ``pool`` is None; LLaVA-NeXT
+    / OneVision newline tokens, which no tower patch made, are outside it); when ``keep`` exceeds them, the first
+    others in position order fill the rest."""
     if pool is None:
         return torch.arange(n), keep, torch.zeros(0, dtype=torch.long)
     pool = pool.cpu().bool()
