@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .methods import METHODS
 from .schedules import SCHEDULES, Schedule, tokens_per_layer
@@ -467,3 +467,17 @@ class PruneConfig:
     def replace(self, **changes) -> "PruneConfig":
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
+
+
+def before_methods() -> List[str]:
+    """The methods a before stage can run: those PruneConfig accepts as ``before`` at layer 0 (one-shot)."""
+    out = []
+    for name, spec in sorted(METHODS.items()):
+        if spec.schedule != "oneshot":
+            continue
+        try:  # the decoder-side stage is only a probe of PruneConfig's own before-stage check
+            PruneConfig("sequential", before=PruneConfig(name, layer=0))
+        except ValueError:
+            continue
+        out.append(name)
+    return out

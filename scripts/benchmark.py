@@ -39,8 +39,7 @@ if str(ROOT) not in sys.path:  # scripts/ is not installed: run as a file, impor
 import torch  # noqa: E402
 
 from SequentialPrune import PruneConfig  # noqa: E402
-from SequentialPrune.config import parse_option  # noqa: E402
-from SequentialPrune.frontends.vlmevalkit.flags import before_methods  # noqa: E402
+from SequentialPrune.config import before_methods, parse_option  # noqa: E402
 from scripts.bench.inputs import make_layout  # noqa: E402
 from scripts.bench.methods import BENCH_METHODS, expand  # noqa: E402
 from scripts.bench.presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402

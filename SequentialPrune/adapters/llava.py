@@ -191,12 +191,11 @@ def anyres_cls_features(model, records):
     out, start = [], 0
     for r in records:
         lens = [p.shape[0] for p in _pack(model, r, patch_scores(model, r)[..., None], torch.zeros(1))]
-        cls = torch.cat(r.cls, 0) if r.cls and select_strategy(model, r) == "default" else None
-        for n_tokens, crops in zip(lens, torch.split(torch.arange(sum(_crop_counts(model, r))),
-                                                     _crop_counts(model, r))):
-            if cls is not None:
-                out += [(start, cls[int(j)]) for j in crops]
-            start += n_tokens
+        if r.cls and select_strategy(model, r) == "default":
+            firsts = torch.tensor([0] + lens[:-1]).cumsum(0) + start  # each image's first LLM token
+            for first, image_cls in zip(firsts.tolist(), torch.split(torch.cat(r.cls, 0), _crop_counts(model, r))):
+                out += [(first, c) for c in image_cls]
+        start += sum(lens)
     return out
 
 

@@ -126,7 +126,7 @@ def test_a_before_stage_combines_with_the_decoder_side_setting():
 
 
 def test_the_before_choices_are_the_one_shot_methods_that_prune_at_layer_0():
-    from SequentialPrune.frontends.vlmevalkit.flags import before_methods
+    from SequentialPrune.config import before_methods
 
     names = before_methods()
     assert {"visionzip", "fastervlm", "divprune", "dart", "random_oneshot"} <= set(names)

@@ -14,9 +14,8 @@ import math
 from typing import Dict, Optional, Tuple
 
 from SequentialPrune import METHODS, SCORERS, PruneConfig
-from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, parse_option
+from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, before_methods, parse_option
 from SequentialPrune.evaluation.setting import EvalSetting
-from SequentialPrune.frontends.vlmevalkit.flags import before_methods
 
 ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
 DTYPES = ("float16", "bfloat16", "float32", "auto")

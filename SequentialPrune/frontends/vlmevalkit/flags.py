@@ -14,7 +14,7 @@ import re
 from typing import List, Optional, Sequence, Tuple
 
 from SequentialPrune import METHODS, SCORERS, PruneConfig
-from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, parse_option
+from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, before_methods, parse_option
 from SequentialPrune.evaluation.protocols import PROTOCOLS
 from SequentialPrune.evaluation.setting import EvalSetting
 
@@ -52,20 +52,6 @@ def _option(text: str) -> Tuple[str, object]:
         return parse_option(text)
     except ValueError as e:  # argparse shows an ArgumentTypeError's own message
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def before_methods() -> List[str]:
-    """The methods a before stage can run: those PruneConfig accepts as ``before`` at layer 0 (one-shot)."""
-    out = []
-    for name, spec in sorted(METHODS.items()):
-        if spec.schedule != "oneshot":
-            continue
-        try:  # the decoder-side stage is only a probe of PruneConfig's own before-stage check
-            PruneConfig("sequential", before=PruneConfig(name, layer=0))
-        except ValueError:
-            continue
-        out.append(name)
-    return out
 
 
 def _dataset_kind(text: str) -> Tuple[str, str]:
