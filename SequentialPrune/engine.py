@@ -197,6 +197,7 @@ class Pruner:
         self.positions = None if not conventions else conventions[0] if len(set(conventions)) == 1 \
             else "+".join(conventions)
         self.visual_ids = torch.tensor(self.adapter.visual_token_ids(model))
+        self._visual_ids_on: Dict[torch.device, torch.Tensor] = {}  # per device: no host copy at every call
         self.attn_modules = []
         for i, layer in enumerate(self.layers):
             mod = getattr(layer, "self_attn", None)
@@ -329,7 +330,10 @@ class Pruner:
                                  "input_ids (and pixel_values) instead of inputs_embeds")
             self._state = None
             return None
-        visual = torch.isin(ids, self.visual_ids.to(ids.device))
+        ids_on = self._visual_ids_on.get(ids.device)
+        if ids_on is None:
+            ids_on = self._visual_ids_on[ids.device] = self.visual_ids.to(ids.device)
+        visual = torch.isin(ids, ids_on)
         if past_len > 0:
             self._start_decode(pkv, ids, visual, has_pixels)
             self._decode_positions(args, kwargs, a, pkv)
@@ -351,7 +355,7 @@ class Pruner:
         self._state = st if ours else None
         # a generated token may happen to carry an image token's id; only a prompt brings images
         generated = ours and ids.shape[1] == 1 and not has_pixels
-        if (bool(visual.any()) and not generated) or has_pixels:
+        if has_pixels or (not generated and bool(visual.any())):  # a generated token costs no host sync
             raise ValueError("image tokens arrived on a non-empty cache (chunked prefill, or continuing from a "
                              "cache with a new image), which is not supported: run the whole prompt with its images "
                              "in one prefill from an empty cache (no prefill_chunk_size)")
@@ -687,7 +691,8 @@ class Pruner:
             sub = inp if len(rows) == b else inp.subset(rows, k)
             got = scorer.select(replace(sub, keep=k) if sub is inp else sub)
             sel = got.keep if isinstance(got, Selection) else got
-            idx = torch.tensor(rows, device=out.device)
+            # every row at once: a slice, not an index tensor, whose host-to-device copy would sync a GPU
+            idx = slice(None) if len(rows) == b else torch.tensor(rows, device=out.device)
             out[idx] = keep_mask(sel, sub.visual, k, scorer.name)
             if isinstance(got, Selection) and got.replaced is not None:
                 if not scorer.merges:
@@ -697,7 +702,8 @@ class Pruner:
                     replaced = torch.zeros_like(out)
                     features = inp.hidden.new_zeros(inp.hidden.shape)
                 replaced[idx] = got.replaced.to(out.device)
-                features[idx.to(features.device)] = got.features.to(features.device, features.dtype)
+                features[idx if isinstance(idx, slice) else idx.to(features.device)] = \
+                    got.features.to(features.device, features.dtype)
         return out, replaced, features
 
     def _probe(self, i: int, layer, hidden: torch.Tensor, kwargs) -> torch.Tensor:

@@ -283,8 +283,9 @@ class VisionCapture:
         if flat.numel() != total:
             raise RuntimeError(f"SequentialPrune: the vision tower scored {flat.numel()} image tokens, but the prompt "
                                f"holds {total} image tokens (were images encoded by hand, without this prompt?)")
-        out = torch.full((len(counts), max(counts) if counts else 0), float("-inf"))
-        for b, piece in enumerate(torch.split(flat.cpu(), counts)):
+        # laid out where the tower ran: a copy to the host would stall a GPU at every prompt
+        out = torch.full((len(counts), max(counts) if counts else 0), float("-inf"), device=flat.device)
+        for b, piece in enumerate(torch.split(flat, counts)):
             out[b, :piece.numel()] = piece
         return out.to(device)
 

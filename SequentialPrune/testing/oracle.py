@@ -82,7 +82,7 @@ class MaskedReference:
 
     # ---------------------------------------------------------------- prompt
     def start(self, input_ids):
-        self.visual = torch.isin(input_ids, self.visual_ids)
+        self.visual = torch.isin(input_ids, self.visual_ids.to(input_ids.device))
         self.dropped = torch.zeros_like(self.visual)
         self.layer_dropped, self.kept_image_indices = {}, {}
         self.weights, self.keys, self.probe = {}, {}, None
@@ -213,13 +213,13 @@ class MaskedReference:
         drop = self.dropped if getattr(self, "_probing", False) else self.layer_dropped.get(i)
         b, kv = key.shape[0], key.shape[2]
         if mask is None:
-            mask = torch.zeros(b, 1, query.shape[2], kv, dtype=query.dtype)
+            mask = torch.zeros(b, 1, query.shape[2], kv, dtype=query.dtype, device=query.device)
             if prefill:
-                mask = mask.masked_fill(torch.ones(query.shape[2], kv, dtype=torch.bool).triu(1),
+                mask = mask.masked_fill(torch.ones(query.shape[2], kv, dtype=torch.bool, device=query.device).triu(1),
                                         torch.finfo(query.dtype).min)
         mask = mask[..., :kv].expand(b, -1, -1, -1).clone()
         if drop is not None and drop.any():
-            cols = torch.zeros(b, kv, dtype=torch.bool)
+            cols = torch.zeros(b, kv, dtype=torch.bool, device=mask.device)
             cols[:, :drop.shape[1]] = drop
             mask = mask.masked_fill(cols[:, None, None, :], torch.finfo(mask.dtype).min)
         out, weights = eager(module, query, key, value, mask, **kwargs)
@@ -303,7 +303,7 @@ def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_id
     prompt = _text_model_calls(model, lambda: model(**inputs))[0]
     decode = [c for c in _text_model_calls(model, lambda: model.generate(
         **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False))[1:]]
-    visual = torch.isin(ids[0], torch.tensor(visual_ids))
+    visual = torch.isin(ids[0], torch.tensor(visual_ids, device=ids.device))
     image_pos = visual.nonzero().flatten()
     keep_tok = ~visual
     keep_tok[image_pos[sorted(kept)]] = True

@@ -19,6 +19,8 @@ def _top(values: Dict[int, float], k: int) -> List[int]:
 
 def by_score(scores: torch.Tensor, image_pos: Sequence[int], k: int) -> List[int]:
     """FastV / Sequential / PDrop / random: the ``k`` image tokens with the highest score."""
+    if isinstance(scores, torch.Tensor):
+        scores = scores.detach().cpu()  # one copy, not a device sync per token
     return _top({p: float(scores[p]) for p in image_pos}, k)
 
 

@@ -5,11 +5,13 @@ Parts, each a subprocess with its own time limit, timed and logged:
 1. ``oracle``: the masked-reference oracle at full size (random weights, real configs) in bfloat16 and
    float16 for LLaVA-1.5-7B, Qwen2-VL-7B and Qwen3-VL-8B (``scripts/gpu/oracle.py``);
 2. ``bench``: the benchmark's 7B presets, none / fastv / sequential at R = 0.5 / 0.75 / 0.9, K = 2, with one
-   and five images (``scripts/benchmark.py``);
-3. ``batch``: throughput at batch 1, 8 and 16 for the 7B presets on mixed shapes (16 prompts of 1, 2 and 3
-   images; Qwen2-VL at three image sizes), none / fastv / sequential at R = 0.75, K = 2
-   (``scripts/benchmark.py --batch``);
-4. ``flash``: the oracle and a benchmark row set with ``flash_attention_2``, if ``flash_attn`` imports.
+   and five images, 5 timed repeats after 2 warm-ups (``scripts/benchmark.py``);
+3. ``bench_vision``: LLaVA-1.5-7B, the vision-side methods FasterVLM and VisionZip at R = 0.75 (K = 0), one
+   and five images;
+4. ``batch``: throughput at batch 1 and 8 for LLaVA-1.5-7B on mixed shapes (16 prompts of 1, 2 and 3
+   images), none / sequential at R = 0.75, K = 2, 8 new tokens (``scripts/benchmark.py --batch``; the first
+   GPU run's batch 1/8/16 sweep over two presets and three methods did not fit the part's 172 s);
+5. ``flash``: the oracle and a benchmark row set with ``flash_attention_2``, if ``flash_attn`` imports.
 
 Writes ``summary.json`` and ``summary.md`` (plus each part's JSON and log) under ``--out``. ``--cpu`` is the
 reduced mode the test suite runs: tiny presets on the CPU, the same code paths.
@@ -29,10 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]  # the parts run from the repository 
 FULL = {
     "oracle": ["--presets", "llava-1.5-7b", "qwen2-vl-7b", "qwen3-vl-8b", "--dtypes", "bfloat16", "float16"],
     "bench": ["--preset", "llava-1.5-7b", "qwen2-vl-7b", "--methods", "none", "fastv", "sequential", "--ratios",
-              "0.5", "0.75", "0.9", "--layers", "2", "--images", "1", "5", "--new-tokens", "16", "--repeats", "2"],
-    "batch": ["--preset", "llava-1.5-7b", "qwen2-vl-7b", "--batch", "1", "8", "16", "--methods", "none", "fastv",
-              "sequential", "--ratios", "0.75", "--layers", "2", "--images", "1", "2", "3", "--image-size", "448x448",
-              "224x448", "672x448", "--new-tokens", "16", "--repeats", "1", "--warmup", "1"],
+              "0.5", "0.75", "0.9", "--layers", "2", "--images", "1", "5", "--new-tokens", "8", "--repeats", "5",
+              "--warmup", "2"],
+    "bench_vision": ["--preset", "llava-1.5-7b", "--methods", "none", "fastervlm", "visionzip", "--ratios", "0.75",
+                     "--layers", "0", "--images", "1", "5", "--new-tokens", "8", "--repeats", "5", "--warmup", "2"],
+    "batch": ["--preset", "llava-1.5-7b", "--batch", "1", "8", "--methods", "none", "sequential", "--ratios", "0.75",
+              "--layers", "2", "--images", "1", "2", "3", "--new-tokens", "8", "--repeats", "1", "--warmup", "1"],
     "flash_oracle": ["--presets", "llava-1.5-7b", "--dtypes", "bfloat16", "--attn", "flash_attention_2"],
     "flash_bench": ["--preset", "llava-1.5-7b", "--methods", "none", "fastv", "sequential", "--ratios", "0.75",
                     "--layers", "2", "--attn", "sdpa", "flash_attention_2", "--new-tokens", "16", "--repeats", "2"],
@@ -43,6 +47,9 @@ REDUCED = {
     "bench": ["--preset", "tiny-llava", "--methods", "none", "fastv", "sequential", "--ratios", "0.5", "0.9",
               "--layers", "2", "--images", "1", "2", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
               "--threads", "1"],
+    "bench_vision": ["--preset", "tiny-llava", "--methods", "none", "fastervlm", "visionzip", "--ratios", "0.75",
+                     "--layers", "0", "--images", "1", "--new-tokens", "3", "--repeats", "1", "--warmup", "0",
+                     "--threads", "1"],
     "batch": ["--preset", "tiny-llava", "tiny-qwen2-vl", "--batch", "1", "4", "--methods", "none", "sequential",
               "--ratios", "0.75", "--layers", "2", "--images", "1", "2", "--image-size", "112x112", "56x112",
               "--new-tokens", "3", "--repeats", "1", "--warmup", "0", "--threads", "1"],
@@ -136,6 +143,9 @@ def main(argv=None) -> int:
                                  "--out", str(a.out / "oracle.json")], a.out, a.part_limit),
              run_part("bench", [py, "scripts/benchmark.py", *plan["bench"], *device, "--out", str(a.out),
                                 "--name", "bench", "--no-plot", "--no-progress"], a.out, a.part_limit),
+             run_part("bench_vision", [py, "scripts/benchmark.py", *plan["bench_vision"], *device, "--out",
+                                       str(a.out), "--name", "bench_vision", "--no-plot", "--no-progress"],
+                      a.out, a.part_limit),
              run_part("batch", [py, "scripts/benchmark.py", *plan["batch"], *device, "--out", str(a.out),
                                 "--name", "batch", "--no-progress"], a.out, a.part_limit)]
     flash_skipped = None
@@ -157,7 +167,8 @@ def main(argv=None) -> int:
         f", torch {torch.__version__}, transformers {__import__('transformers').__version__}"
     summary = {"mode": "reduced CPU" if a.cpu else "GPU", "machine": machine,
                "command": "bash scripts/gpu_check.sh" + (" --cpu" if a.cpu else ""), "parts": parts,
-               "oracle": oracle, "bench": bench_rows(a.out / "bench.json") + bench_rows(a.out / "flash_bench.json"),
+               "oracle": oracle,
+               "bench": [r for n in ("bench", "bench_vision", "flash_bench") for r in bench_rows(a.out / f"{n}.json")],
                "batch": batch_rows(a.out / "batch.json"),
                "flash_skipped": flash_skipped, "wall_s": round(time.time() - t0, 1)}
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -12,9 +12,10 @@ def test_gpu_check_reduced_mode(tmp_path):
     p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--cpu"], env=env, capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    assert "== oracle: rc=0" in p.stdout and "== bench: rc=0" in p.stdout and "== batch: rc=0" in p.stdout
+    parts = ["oracle", "bench", "bench_vision", "batch"]
+    assert all(f"== {part}: rc=0" in p.stdout for part in parts), p.stdout
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert [x["part"] for x in summary["parts"]] == ["oracle", "bench", "batch"] and summary["flash_skipped"]
+    assert [x["part"] for x in summary["parts"]] == parts and summary["flash_skipped"]
     assert all(isinstance(x["seconds"], float) for x in summary["parts"])
     oracle = summary["oracle"]
     assert {(r["preset"], r["dtype"], r["method"]) for r in oracle} == {
@@ -26,7 +27,8 @@ def test_gpu_check_reduced_mode(tmp_path):
             assert r["logit_gap_vs_reference"] < 1e-4 and r["greedy_tokens_agreeing"] == r["new_tokens"]
         assert r["logit_gap_unpruned_vs_reference"] > r["logit_gap_vs_reference"]  # the check is not vacuous
     bench = summary["bench"]
-    assert {(r["method"], r["images"]) for r in bench} >= {("none", 1), ("sequential", 2), ("fastv", 1)}
+    assert {(r["method"], r["images"]) for r in bench} >= {("none", 1), ("sequential", 2), ("fastv", 1),
+                                                           ("fastervlm", 1), ("visionzip", 1)}
     assert all(r["kv_bytes"] == r["kv_bytes_expected"] for r in bench if r["status"] == "ok")
     batch = summary["batch"]
     assert {(r["preset"], r["method"], r["batch"]) for r in batch} == {
