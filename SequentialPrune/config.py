@@ -481,3 +481,27 @@ def before_methods() -> List[str]:
             continue
         out.append(name)
     return out
+
+
+def before_stage(method: Optional[str], ratio: Optional[float], options: Optional[Dict[str, Any]],
+                 names: Dict[str, str]) -> Optional[PruneConfig]:
+    """A combination's stage before the decoder (layer 0) from a front end's settings; None without ``method``.
+
+    ``names`` spells the settings as the front end does: ``"method"`` (how to give one, e.g. ``"--prune-before
+    METHOD"``), ``"ratio"`` and ``"option"`` (e.g. ``"--prune-before-ratio"``). ValueError in those words, for a
+    ratio or options given without a method, or a setting PruneConfig refuses (a bad ratio, an unknown option).
+    """
+    if method is None:
+        given = [names[k] for k, v in (("ratio", ratio), ("option", options or None)) if v is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set the stage before the decoder: add {names['method']} "
+                             f"({', '.join(before_methods())}), or drop them")
+        return None
+    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
+        return PruneConfig(method, ratio, layer=0, options=options or None)
+    except ValueError as e:
+        msg = str(e)
+        msg = names["ratio"] + msg[len("ratio"):] if msg.startswith("ratio ") else \
+            f"{names['method'].replace('METHOD', method)}: {msg}"
+        raise ValueError(msg + (f" (set options with {names['option']} KEY=VALUE)" if "option" in msg else "")) \
+            from None

@@ -40,6 +40,7 @@ import torch  # noqa: E402
 
 from SequentialPrune import PruneConfig  # noqa: E402
 from SequentialPrune.config import before_methods, parse_option  # noqa: E402
+from SequentialPrune.config import before_stage as core_before_stage  # noqa: E402
 from scripts.bench.inputs import make_layout  # noqa: E402
 from scripts.bench.methods import BENCH_METHODS, expand  # noqa: E402
 from scripts.bench.presets import PRESETS, build_random, load_pretrained, resolve_dtype  # noqa: E402
@@ -105,27 +106,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def before_stage(args) -> "PruneConfig | None":
     """The ``--before`` stage (None without one); ValueError naming the flags for a bad one."""
-    if args.before is None:
-        given = [f for f, v in (("--before-ratio", args.before_ratio), ("--before-option", args.before_option or None))
-                 if v is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} set the stage before the decoder: add --before METHOD, or drop them")
-        return None
-    if all(m == "none" for m in args.methods):
-        raise ValueError(f"--before wraps the pruned settings, and --methods {' '.join(args.methods)} has none: "
-                         f"add a method, or benchmark {args.before} alone with --methods none {args.before}")
-    if args.batch != [1]:  # the throughput sweep builds its own grid (scripts/bench/throughput.py)
-        raise ValueError("--before is not supported with --batch (the throughput sweep); measure the combination "
-                         "at batch 1, or benchmark the before method alone in --methods")
+    if args.before is not None:
+        if all(m == "none" for m in args.methods):
+            raise ValueError(f"--before wraps the pruned settings, and --methods {' '.join(args.methods)} has none: "
+                             f"add a method, or benchmark {args.before} alone with --methods none {args.before}")
+        if args.batch != [1]:  # the throughput sweep builds its own grid (scripts/bench/throughput.py)
+            raise ValueError("--before is not supported with --batch (the throughput sweep); measure the combination "
+                             "at batch 1, or benchmark the before method alone in --methods")
     options = dict(args.before_option)
     if len(options) != len(args.before_option):
         raise ValueError(f"--before-option repeats a key: {[k for k, _ in args.before_option]}")
-    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
-        return PruneConfig(args.before, args.before_ratio, layer=0, options=options or None)
-    except ValueError as e:
-        msg = str(e)
-        msg = f"--before-{msg}" if msg.startswith("ratio ") else f"--before {args.before}: {msg}"
-        raise ValueError(msg + (" (set options with --before-option KEY=VALUE)" if "option" in msg else "")) from None
+    return core_before_stage(args.before, args.before_ratio, options,
+                             {"method": "--before METHOD", "ratio": "--before-ratio", "option": "--before-option"})
 
 
 def with_before(settings, before, n_image: int, num_layers: int):

@@ -14,7 +14,7 @@ import math
 from typing import Dict, Optional, Tuple
 
 from SequentialPrune import METHODS, SCORERS, PruneConfig
-from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, before_methods, parse_option
+from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, before_methods, before_stage, parse_option
 from SequentialPrune.evaluation.setting import EvalSetting
 
 ATTN_IMPLS = ("sdpa", "flash_attention_2", "eager")
@@ -101,24 +101,20 @@ def _options(text, key: str = "prune_option") -> Optional[dict]:
 def _before(args: dict, method: str) -> Optional[PruneConfig]:
     """The prune_before stage (None without one), at layer 0; ModelArgsError for its keys' mistakes."""
     name = args.get("prune_before")
-    if name is None:
-        given = [k for k in ("prune_before_ratio", "prune_before_option") if args.get(k) is not None]
-        if given:
-            raise ModelArgsError(f"model_args {', '.join(given)} set the stage before the decoder: add "
-                                 f"prune_before=METHOD ({', '.join(before_methods())}), or drop them")
-        return None
-    name = _choice(args, "prune_before", before_methods())
-    if method == "none":
-        raise ModelArgsError(f"model_args prune_before={name} with prune_method=none: to prune before the decoder "
-                             f"only, give prune_method={name} (with prune_ratio, prune_option)")
+    if name is not None:
+        name = _choice(args, "prune_before", before_methods())
+        if method == "none":
+            raise ModelArgsError(f"model_args prune_before={name} with prune_method=none: to prune before the "
+                                 f"decoder only, give prune_method={name} (with prune_ratio, prune_option)")
     ratio = _number(args, "prune_before_ratio", float, 0)
     options = _options(args.get("prune_before_option"), "prune_before_option")
-    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
-        return PruneConfig(name, ratio, layer=0, options=options)
+    try:
+        return before_stage(name, ratio, options, _BEFORE_NAMES)
     except ValueError as e:
-        msg = str(e)
-        msg = f"prune_before_{msg}" if msg.startswith("ratio ") else f"prune_before={name}: {msg}"
-        raise ModelArgsError(f"model_args {msg}") from None
+        raise ModelArgsError(f"model_args {e}") from None
+
+
+_BEFORE_NAMES = {"method": "prune_before=METHOD", "ratio": "prune_before_ratio", "option": "prune_before_option"}
 
 
 def check_keys(args: dict) -> None:

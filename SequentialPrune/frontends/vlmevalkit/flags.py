@@ -14,7 +14,7 @@ import re
 from typing import List, Optional, Sequence, Tuple
 
 from SequentialPrune import METHODS, SCORERS, PruneConfig
-from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, before_methods, parse_option
+from SequentialPrune.config import CACHE_MODES, POSITIONS, SCORE_DTYPES, before_methods, before_stage, parse_option
 from SequentialPrune.evaluation.protocols import PROTOCOLS
 from SequentialPrune.evaluation.setting import EvalSetting
 
@@ -218,23 +218,16 @@ def _model_paths(values: Optional[List[str]]) -> Tuple[Optional[str], Tuple[Tupl
 
 def _before(a, method: str) -> Optional[PruneConfig]:
     """The --prune-before stage (None without one); FlagError for its flags' mistakes."""
-    if a.prune_before is None:
-        given = [f for f, v in (("--prune-before-ratio", a.prune_before_ratio),
-                                ("--prune-before-option", a.prune_before_option or None)) if v is not None]
-        if given:
-            raise FlagError(f"{', '.join(given)} set the stage before the decoder: add --prune-before METHOD "
-                            f"({', '.join(before_methods())}), or drop them")
-        return None
-    if method == "none":
+    if a.prune_before is not None and method == "none":
         raise FlagError(f"--prune-before {a.prune_before} with --prune-method none: to prune before the decoder "
                         f"only, run it as --prune-method {a.prune_before} (with --prune-ratio, --prune-option)")
     options = dict(a.prune_before_option)
     if len(options) != len(a.prune_before_option):
         raise FlagError(f"--prune-before-option repeats a key: {[k for k, _ in a.prune_before_option]}")
-    try:  # layer 0: every one-shot method takes its K, and a before stage prunes before the decoder
-        return PruneConfig(a.prune_before, a.prune_before_ratio, layer=0, options=options or None)
+    try:
+        return before_stage(a.prune_before, a.prune_before_ratio, options, _BEFORE_NAMES)
     except ValueError as e:
-        raise FlagError(_flag_names(str(e), _BEFORE_FIELD_FLAGS, "--prune-before-option")) from None
+        raise FlagError(str(e)) from None
 
 
 def _setting(a) -> EvalSetting:
@@ -302,8 +295,8 @@ def _setting(a) -> EvalSetting:
 # PruneConfig field -> the flag that sets it, for its error messages
 _FIELD_FLAGS = {"ratio": "--prune-ratio", "layer": "--prune-layer", "step": "--prune-step", "seed": "--prune-seed",
                 "scorer": "--prune-scorer", "positions": "--prune-positions", "score_dtype": "--score-dtype"}
-# the same for the --prune-before stage (its layer is always 0, its other fields the method's)
-_BEFORE_FIELD_FLAGS = {"ratio": "--prune-before-ratio"}
+# the --prune-before stage's flags (its layer is always 0, its other fields the method's)
+_BEFORE_NAMES = {"method": "--prune-before METHOD", "ratio": "--prune-before-ratio", "option": "--prune-before-option"}
 
 
 def _flag_names(msg: str, field_flags=None, option_flag: str = "--prune-option") -> str:
