@@ -73,6 +73,7 @@ class _Pass:
     input_ids: Optional[torch.Tensor] = None    # (B, L) the prompt
     coords: Optional[torch.Tensor] = None       # (B, N, 3) (segment, row, col) of the image tokens
     vision: Optional[torch.Tensor] = None       # (B, N) vision-tower scores of the image tokens
+    units: Optional[torch.Tensor] = None        # (B, N) vision-encoder input (image, crop, tile) of each one
     vision_tokens: Optional[list] = None        # per row: keys / features / CLS for merging scorers
     vision_layers: Dict[int, torch.Tensor] = field(default_factory=dict)  # extra vision layer -> (B, N) scores
     need: Dict[int, Set[str]] = field(default_factory=dict)   # layer -> what its attention call must capture
@@ -484,6 +485,7 @@ class Pruner:
             if st.plan and self.vision is not None:
                 # the images were encoded before this point (by this forward, or by generate before its first)
                 st.vision = self.vision.token_scores(st.n_image, st.visual.device)
+                st.units = self.vision.token_units(st.n_image, st.visual.device)
                 if self.vision.needs:
                     st.vision_tokens = self.vision.token_data(st.n_image)
                 st.vision_layers = {i: self.vision.token_scores(st.n_image, st.visual.device, layer=i)
@@ -621,6 +623,7 @@ class Pruner:
         inp = ScoreInputs(
             layer=i, keep=0, visual=vis, valid=valid, hidden=hidden, image_index=image_index, token_index=base,
             attention=captured.get("attention"), keys=captured.get("keys"), coords=st.coords, vision=st.vision,
+            units=st.units,
             vision_tokens=st.vision_tokens, vision_layers=st.vision_layers or None, project=self._projector(),
             probe=_once(partial(self._probe, i, layer, hidden, kwargs)),
             final_norm=self.adapter.final_norm(self.model))

@@ -289,6 +289,21 @@ class VisionCapture:
             out[b, :piece.numel()] = piece
         return out.to(device)
 
+    def token_units(self, counts: List[int], device) -> Optional[torch.Tensor]:
+        """``(B, max N)`` long: the vision-encoder input (image, crop, tile) of each row's prompt image tokens, as
+        the family's ``VisionSpec.token_units`` numbers them; -1 beyond a row's own and for tokens of none. None
+        where the family defines no units. Call after :meth:`token_scores` (which checks the records)."""
+        if self.spec.token_units is None:
+            return None
+        flat = self.spec.token_units(self.model, self.records).long().flatten()
+        if flat.numel() != sum(counts):
+            raise RuntimeError(f"SequentialPrune: the vision units cover {flat.numel()} image tokens, but the prompt "
+                               f"holds {sum(counts)}")
+        out = torch.full((len(counts), max(counts) if counts else 0), -1, dtype=torch.long, device=flat.device)
+        for b, piece in enumerate(torch.split(flat, counts)):
+            out[b, :piece.numel()] = piece
+        return out.to(device)
+
     def token_data(self, counts: List[int]) -> List[dict]:
         """Per row, what a merging scorer reads of its ``counts[b]`` prompt image tokens (in prompt order), as the
         adapter's ``MergeSpec`` maps it: ``keys`` ``(n, Dh)``, ``features`` ``(n, C)`` in the projector's input

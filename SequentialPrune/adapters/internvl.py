@@ -34,6 +34,17 @@ def internvl_vision_scores(model, records) -> torch.Tensor:
     return torch.cat(out)
 
 
+def internvl_token_units(model, records) -> torch.Tensor:
+    """Each tile (the thumbnail too) is one unit: the tower encodes each on its own."""
+    out, base = [], 0
+    for r in records:
+        tiles, per = patch_scores(model, r).shape
+        per = round(per * model.config.downsample_ratio ** 2)  # LLM tokens per tile, after pixel_shuffle
+        out.append(torch.arange(base, base + tiles).repeat_interleave(per))
+        base += tiles
+    return torch.cat(out)
+
+
 def internvl_token_keys(model, records) -> torch.Tensor:
     """Per tile, the head-mean keys (CLS dropped) through ``pixel_shuffle``: each LLM token gets the mean of the
     keys of the 2x2 patches it concatenates (the shuffle concatenates whole per-patch channel blocks)."""
@@ -63,4 +74,5 @@ INTERNVL_MERGE = MergeSpec(lambda m: inner_model(m).multi_modal_projector, inter
 register_adapter(FamilyAdapter(
     "internvl", ("InternVLForConditionalGeneration", "InternVLModel"), ("image_token_id",), ("pixel_values",),
     coords_fn=internvl_coords,
-    vision=VisionSpec(_tower_layers, _select_layer, internvl_vision_scores, merge=INTERNVL_MERGE)))
+    vision=VisionSpec(_tower_layers, _select_layer, internvl_vision_scores, internvl_token_units,
+                      merge=INTERNVL_MERGE)))

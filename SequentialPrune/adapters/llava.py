@@ -80,6 +80,16 @@ def llava_vision_scores(model, records) -> torch.Tensor:
     return torch.cat([patch_scores(model, r).flatten() for r in records])
 
 
+def llava_token_units(model, records) -> torch.Tensor:
+    """LLaVA-1.5: each image is one unit (the tower encodes each on its own)."""
+    out, base = [], 0
+    for r in records:
+        crops, per = patch_scores(model, r).shape
+        out.append(torch.arange(base, base + crops).repeat_interleave(per))
+        base += crops
+    return torch.cat(out)
+
+
 def _projector(model):
     return inner_model(model).multi_modal_projector
 
@@ -162,6 +172,19 @@ def anyres_vision_scores(model, records) -> torch.Tensor:
                       for p in _pack(model, r, patch_scores(model, r)[..., None], torch.tensor([NEWLINE_SCORE]))])
 
 
+def anyres_token_units(model, records) -> torch.Tensor:
+    """LLaVA-NeXT / OneVision: each crop (the base image and every tile) is one unit, its tokens found by packing
+    the crop's number as a one-channel "feature"; newline tokens: -1. On a OneVision canvas large enough for its
+    ``anyres_max`` downsampling, a token between tiles gets the nearer tile (the interpolated number, rounded)."""
+    out, base = [], 0
+    for r in records:
+        crops, per = patch_scores(model, r).shape
+        ids = torch.arange(base, base + crops, dtype=torch.float32)[:, None, None].expand(crops, per, 1)
+        out += [p[:, 0].round().long() for p in _pack(model, r, ids, torch.tensor([-1.0]))]
+        base += crops
+    return torch.cat(out)
+
+
 def _anyres_tensors(model, records, per_crop) -> torch.Tensor:
     out = []
     for r in records:
@@ -205,12 +228,13 @@ ANYRES_MERGE = MergeSpec(_projector, anyres_token_keys, anyres_token_features, l
 
 register_adapter(FamilyAdapter(
     "llava", ("LlavaForConditionalGeneration", "LlavaModel"), ("image_token_id",), ("pixel_values",),
-    coords_fn=llava_coords, vision=VisionSpec(_tower_layers, _select_layer, llava_vision_scores, merge=LLAVA_MERGE)))
+    coords_fn=llava_coords,
+    vision=VisionSpec(_tower_layers, _select_layer, llava_vision_scores, llava_token_units, merge=LLAVA_MERGE)))
 register_adapter(FamilyAdapter(
     "llava_next", ("LlavaNextForConditionalGeneration", "LlavaNextModel"), ("image_token_id",), ("pixel_values",),
     coords_fn=anyres_coords,
-    vision=VisionSpec(_tower_layers, _select_layer, anyres_vision_scores, merge=ANYRES_MERGE)))
+    vision=VisionSpec(_tower_layers, _select_layer, anyres_vision_scores, anyres_token_units, merge=ANYRES_MERGE)))
 register_adapter(FamilyAdapter(
     "llava_onevision", ("LlavaOnevisionForConditionalGeneration", "LlavaOnevisionModel"),
     ("image_token_id", "video_token_id"), ("pixel_values", "pixel_values_videos"), coords_fn=anyres_coords,
-    vision=VisionSpec(_tower_layers, _select_layer, anyres_vision_scores, merge=ANYRES_MERGE)))
+    vision=VisionSpec(_tower_layers, _select_layer, anyres_vision_scores, anyres_token_units, merge=ANYRES_MERGE)))

@@ -111,6 +111,13 @@ def qwen_vision_scores(model, records) -> torch.Tensor:
     return torch.cat(out)
 
 
+def qwen_token_units(model, records) -> torch.Tensor:
+    """Each image is one unit: ``t * h * w / 4`` LLM tokens of ``image_grid_thw``."""
+    unit = inner_model(model).visual.spatial_merge_size ** 2
+    sizes = [int(t * h * w) // unit for r in records for t, h, w in r.call["image_grid_thw"].tolist()]
+    return torch.arange(len(sizes)).repeat_interleave(torch.tensor(sizes, dtype=torch.long))
+
+
 def _per_group(model, records, name: str, pool: str) -> torch.Tensor:
     """Per LLM image token, in raster order: ``name`` (``(seq, C)`` per record, in the tower's order) over each
     merge group of 4 consecutive vision tokens, concatenated (``"cat"``, the merger's input) or averaged."""
@@ -136,7 +143,7 @@ def qwen_project(model, x: torch.Tensor) -> torch.Tensor:
 # Qwen3-VL's DeepStack features of a merged token stay the target's own (the engine gathers them at kept slots).
 QWEN_MERGE = MergeSpec(lambda m: inner_model(m).visual.merger, lambda m, r: _per_group(m, r, "keys", "mean"),
                        lambda m, r: _per_group(m, r, "features", "cat"), qwen_project)
-QWEN_VISION = VisionSpec(_tower_layers, _last_block, qwen_vision_scores, merge=QWEN_MERGE)
+QWEN_VISION = VisionSpec(_tower_layers, _last_block, qwen_vision_scores, qwen_token_units, merge=QWEN_MERGE)
 
 register_adapter(FamilyAdapter(
     "qwen2_vl", ("Qwen2VLForConditionalGeneration", "Qwen2VLModel"), IDS, PIXELS, mrope=True,

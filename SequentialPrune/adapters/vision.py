@@ -49,12 +49,17 @@ class VisionSpec:
     layer: ``fn(model) -> int`` index (into ``layers``) of the layer the projector reads.
     token_scores: ``fn(model, records) -> (N,)`` one score per LLM image token of every ``get_image_features``
     call recorded (``vision_capture.VisionRecord``), in the order the model scatters them into the prompt.
+    token_units: ``fn(model, records) -> (N,)`` long: per LLM image token, in the same order, the vision-encoder
+    input it comes from (an image; a crop or tile where the family splits an image into several), numbered over
+    the calls recorded; -1 for a token of none (LLaVA-NeXT / OneVision newline tokens). Per-image budgets
+    (``scope="image"``) split a prompt's kept tokens over these units. None: every token is one pool.
     refusal: a reason vision-side scorers cannot run on this family.
     merge: the family's ``MergeSpec`` (scorers of keys or features); None: they are refused with ``merge_refusal``.
     """
     layers: Callable[[nn.Module], List[nn.Module]]
     layer: Callable[[nn.Module], int]
     token_scores: Callable
+    token_units: Optional[Callable] = None
     config_key: str = "vision_config"
     refusal: Optional[str] = None
     merge: Optional[MergeSpec] = None

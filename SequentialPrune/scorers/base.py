@@ -40,6 +40,8 @@ class ScoreInputs:
                                                  # a row with fewer is padded with -1 rows
     vision: Optional[torch.Tensor] = None        # (B, N) vision-tower score of the prompt's N image tokens
                                                  # (needs_vision); -inf beyond a row's own N
+    units: Optional[torch.Tensor] = None         # (B, N) long: the vision-encoder input (image, crop, tile) of
+                                                 # each prompt image token (needs_vision; -1: none, or beyond N)
     vision_layers: Optional[Dict[int, torch.Tensor]] = None  # vision layer -> (B, N) scores there, for the
                                                  # extra layers the scorer's ``extra_vision_layers`` names
     vision_tokens: Optional[List[dict]] = None   # per row, what merging scorers read of the vision tower
@@ -58,11 +60,41 @@ class ScoreInputs:
         return replace(
             self, keep=keep, visual=pick(self.visual), valid=pick(self.valid), hidden=pick(self.hidden),
             image_index=pick(self.image_index), token_index=pick(self.token_index), attention=pick(self.attention),
-            keys=pick(self.keys), coords=pick(self.coords), vision=pick(self.vision),
+            keys=pick(self.keys), coords=pick(self.coords), vision=pick(self.vision), units=pick(self.units),
             vision_tokens=None if self.vision_tokens is None else [self.vision_tokens[r] for r in rows],
             vision_layers=None if self.vision_layers is None else {i: pick(v) for i, v in self.vision_layers.items()},
             probe=None if probe is None else (lambda: pick(probe())),
             rows=tuple(self.rows[r] for r in rows) if self.rows is not None else rows)
+
+
+def unit_quotas(sizes: Sequence[int], keep: int) -> List[int]:
+    """``keep`` tokens split over units of ``sizes`` tokens in proportion to their sizes: each unit its floor
+    share, the rest one each to the largest remainders (the earlier unit on a tie); at most ``sum(sizes)``."""
+    total = sum(sizes)
+    keep = min(keep, total)
+    if total == 0:
+        return [0] * len(sizes)
+    base = [keep * n // total for n in sizes]
+    by_remainder = sorted(range(len(sizes)), key=lambda u: -(keep * sizes[u] % total))  # sort is stable
+    for u in by_remainder[:keep - sum(base)]:
+        base[u] += 1
+    return base
+
+
+def keep_per_unit(scores: torch.Tensor, candidates: torch.Tensor, units: torch.Tensor, keep: int) -> torch.Tensor:
+    """(n,) bool: ``keep`` of the ``candidates`` (n,) bool, each unit of ``units`` (n,) long keeping its
+    :func:`unit_quotas` share of the candidates by highest ``scores`` (the earlier token on a tie); candidates of
+    no unit (-1) fill only what the units cannot hold."""
+    out = torch.zeros_like(candidates)
+    ids = sorted({int(u) for u in units[candidates].unique().tolist() if u >= 0})
+    members = [candidates & (units == u) for u in ids]
+    quotas = unit_quotas([int(m.sum()) for m in members], keep)
+    rest = keep - sum(quotas)
+    for m, q in zip(members + [candidates & (units < 0)], quotas + [rest]):
+        if q > 0:
+            s = scores.float().masked_fill(~m, float("-inf"))
+            out[torch.sort(s, descending=True, stable=True).indices[:q]] = True
+    return out
 
 
 @dataclass

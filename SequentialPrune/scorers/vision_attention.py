@@ -4,7 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from .base import Scorer, ScoreInputs, register_scorer
+import torch
+
+from .base import Scorer, ScoreInputs, keep_per_unit, register_scorer
+
+SCOPES = ("image", "prompt")
 
 
 @register_scorer("vision_attention")
@@ -15,13 +19,28 @@ class VisionAttention(Scorer):
     token (CLIP, InternViT) give the CLS query's row, head mean; towers without one (SigLIP, the Qwen towers)
     give the attention each token receives, head mean and query mean, as VisPruner does for SigLIP. The adapter
     pools the scores over the vision tokens that form one LLM token (Qwen's 2x2 merge, InternVL's pixel
-    shuffle); LLaVA-NeXT / OneVision newline tokens score below every patch. All images of a prompt form one
-    pool (each image's scores are about a distribution over its tokens, so images compete on equal terms)."""
+    shuffle); LLaVA-NeXT / OneVision newline tokens score below every patch.
+
+    ``scope="image"`` (the official code's): each vision-encoder input (an image; a crop or tile where the family
+    splits one, ``VisionSpec.token_units``) keeps its share of the prompt's kept tokens, in proportion to its
+    tokens present (largest remainder), chosen within it; newline tokens only fill what the units cannot.
+    ``scope="prompt"``: all image tokens of a prompt form one pool (each image's scores are about a distribution
+    over its tokens, so images compete on equal terms)."""
+    scope: str = "image"
     needs_vision = True
+
+    def __post_init__(self):
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES} (a budget per vision-encoder input, or one pool per "
+                             f"prompt), got {self.scope!r}")
 
     def select(self, inp: ScoreInputs):
         if inp.vision is None:
             raise RuntimeError("the vision_attention scorer needs the vision tower's scores, which were not captured")
         v = inp.vision.to(inp.visual.device)
-        scores = v.gather(1, inp.image_index.clamp(min=0).clamp(max=max(v.shape[1] - 1, 0)))
-        return scores.masked_fill(~inp.visual, float("-inf"))
+        at = inp.image_index.clamp(min=0).clamp(max=max(v.shape[1] - 1, 0))
+        scores = v.gather(1, at).masked_fill(~inp.visual, float("-inf"))
+        if self.scope == "prompt" or inp.units is None:
+            return scores
+        units = inp.units.to(inp.visual.device).gather(1, at)
+        return torch.stack([keep_per_unit(scores[r], inp.visual[r], units[r], inp.keep) for r in range(len(scores))])

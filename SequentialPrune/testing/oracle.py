@@ -69,7 +69,8 @@ class MaskedReference:
 
     def __init__(self, model, visual_ids, plan, scorer="attention", *, precision="float32", renumber=False,
                  seed=0, options=None, grids: Optional[Callable] = None, vision: Optional[Callable] = None,
-                 vision_features: Optional[Callable] = None, vision_object: Optional[Callable] = None):
+                 vision_features: Optional[Callable] = None, vision_object: Optional[Callable] = None,
+                 units: Optional[Callable] = None):
         self.model, self.plan, self.scorer = model, plan, scorer
         self.visual_ids = torch.tensor(visual_ids)
         self.precision, self.renumber, self.seed = precision, renumber, seed
@@ -78,6 +79,7 @@ class MaskedReference:
         self.vision = vision  # fn(row) -> [vision score of each prompt image token]
         self.vision_features = vision_features  # fn(row) -> (N, C) pre-projector feature of each image token
         self.vision_object = vision_object  # fn(row) -> [object-layer score of each prompt image token]
+        self.units = units  # fn(row) -> [vision-encoder input (image, crop, tile) of each prompt image token; -1]
         self.kept_image_indices = {}
 
     # ---------------------------------------------------------------- prompt
@@ -164,7 +166,14 @@ class MaskedReference:
                 raise ValueError("the vision_attention reference needs the test's own vision scores (vision=...)")
             rank = torch.cumsum(self.visual[r].long(), 0) - 1
             scores = self.vision(r)
-            return ref.by_score({p: float(scores[int(rank[p])]) for p in pos}, pos, k)
+            by_pos = {p: float(scores[int(rank[p])]) for p in pos}
+            if self.options.get("scope", "image") == "prompt":
+                return ref.by_score(by_pos, pos, k)
+            if self.units is None:
+                raise ValueError("the vision_attention reference splits the budget per image: it needs the test's "
+                                 "own units (units=...)")
+            units = self.units(r)
+            return ref.by_score_per_unit(by_pos, [units[int(rank[p])] for p in pos], pos, k)
         if s == "vispruner":
             if self.vision is None or self.vision_features is None:
                 raise ValueError("the vispruner reference needs the test's own vision scores and features")

@@ -24,6 +24,30 @@ def by_score(scores: torch.Tensor, image_pos: Sequence[int], k: int) -> List[int
     return _top({p: float(scores[p]) for p in image_pos}, k)
 
 
+def by_score_per_unit(scores, units: Sequence[int], image_pos: Sequence[int], k: int) -> List[int]:
+    """FasterVLM with per-image budgets (the official code scores each image or crop on its own): ``units[j]``
+    is the unit of ``image_pos[j]`` (-1: none). Unit u gets ``k * n_u / n`` tokens (n over the units), rounded
+    down, and the units with the largest fractional parts one more each (the first such unit on a tie); each
+    unit's top tokens by score; tokens of no unit fill what is left."""
+    from fractions import Fraction
+
+    groups: Dict[int, List[int]] = {}
+    for p, u in zip(image_pos, units):
+        groups.setdefault(u, []).append(p)
+    real = sorted(u for u in groups if u >= 0)
+    n = sum(len(groups[u]) for u in real)
+    want = min(k, n)
+    share = {u: Fraction(want * len(groups[u]), n) for u in real} if n else {}
+    quota = {u: int(share[u]) for u in real}
+    for u in sorted(real, key=lambda u: (-(share[u] - quota[u]), u))[:want - sum(quota.values())]:
+        quota[u] += 1
+    out: List[int] = []
+    for u in real:
+        out += by_score(scores, groups[u], quota[u])
+    out += by_score(scores, groups.get(-1, []), k - len(out))
+    return sorted(out)
+
+
 def last_token_attention(q: torch.Tensor, k: torch.Tensor, allowed: Sequence[int], scaling: float) -> Dict[int, float]:
     """Mean over query heads of the last query's softmax attention over ``allowed`` keys, one head at a
     time. ``q``: (Hq, n, d) and ``k``: (Hkv, n, d) after RoPE; grouped heads share their key head."""

@@ -89,6 +89,18 @@ def image_grids(family: str, n_images: int = 1):
     return lambda row: out
 
 
+def image_units(family: str, n_images: int = 1):
+    """The vision-encoder input of each prompt image token, from the test's own grids above: one per grid (an
+    image; a NeXT / OneVision crop; an InternVL tile), -1 for the newline token ending each tile-map row."""
+    unit = {}
+    for u, (h, w, cells) in enumerate(image_grids(family, n_images)(0)):
+        newlines = family in ("llava_next", "llava_onevision") and w == h + 1
+        for j, t in enumerate(cells):
+            unit[t] = -1 if newlines and j % w == w - 1 else u
+    units = [unit[t] for t in range(len(unit))]
+    return lambda row: units
+
+
 def hiprune_object_layer(model) -> int:
     """HiPrune's default object layer, 0-based, re-derived from the official code's two settings: layer 9 of
     CLIP-L's 24 (a tower with CLS) and layer 16 of Qwen2.5-VL's 32 (no CLS), scaled to the tower's depth."""
@@ -125,7 +137,8 @@ def run_against_reference(family, attn, cfg, n_images=1, batch=1, dtype=torch.fl
         with masked_reference(model, plan, [IMAGE_ID, VIDEO_ID], cfg.scorer_name, precision=cfg.score_dtype or
                               "float32", renumber=pruner.positions == "renumber", seed=cfg.seed or 0,
                               options=cfg.options_dict, grids=image_grids(family, n_images), vision=vision,
-                              vision_features=features, vision_object=shallow) as ref:
+                              vision_features=features, vision_object=shallow,
+                              units=image_units(family, n_images)) as ref:
             ref_last = model(**inputs).logits[:, -1]
             ref_kept = dict(ref.kept_image_indices)
             ref_seq, ref_step_logits = greedy(model, inputs)
@@ -375,3 +388,23 @@ def test_scorers_of_keys_or_features_are_refused_where_a_family_has_no_mapping()
     bare = replace(adapter, vision=replace(adapter.vision, merge=None))
     with pytest.raises(ValueError, match="keys or features .* are not supported on the llava_next family: no merge"):
         VisionCapture(build_model("llava_next"), bare, needs=frozenset({"features"}))
+
+
+# FasterVLM's budget: each image / crop / tile its share (the official code encodes and prunes each on its own), or
+# one pool per prompt. Per-unit counts written out: N image tokens, R = 0.75 keeps N - round(0.75 N).
+PER_UNIT = {("llava", 2): [16, 16], ("llava_next", 1): [5, 4], ("internvl", 1): [4, 4], ("qwen2_vl", 3): [4, 4, 4]}
+
+
+@pytest.mark.parametrize("family,n_images", list(PER_UNIT))
+def test_fastervlm_keeps_each_image_or_crops_share_and_pools_on_request(family, n_images):
+    units = image_units(family, n_images)(0)
+    counts = {}
+    for scope in ("image", "prompt"):
+        cfg = PruneConfig("fastervlm", 0.75, options={"scope": scope})
+        pruner, plan, ours, theirs = run_against_reference(family, "sdpa", cfg, n_images=n_images)
+        assert_matches(pruner, plan, ours, theirs)
+        kept = ours[3][0][0].tolist()
+        counts[scope] = [sum(units[i] == u for i in kept) for u in sorted(set(units) - {-1})]
+        assert all(units[i] >= 0 for i in kept)  # the units hold the budget: no newline token is kept
+    assert counts["image"] == PER_UNIT[family, n_images]
+    assert counts["prompt"] != counts["image"]  # the sharpened towers favour one unit: the split is not a no-op

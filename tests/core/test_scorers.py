@@ -153,3 +153,15 @@ def test_engine_hands_scorers_image_index_minus_one_for_text(monkeypatch):
         for r in range(2):  # padding slots (a padded row's, after the first pruning layer) are not tokens
             assert bool((inp.token_index[r][inp.valid[r]].diff() > 0).all())
     assert inp.token_index.shape[1] < inputs["input_ids"].shape[1]  # the second layer sees the kept tokens only
+
+
+def test_unit_quotas_split_the_budget_in_proportion_by_largest_remainder():
+    from SequentialPrune import PruneConfig
+    from SequentialPrune.scorers.base import unit_quotas
+
+    assert unit_quotas([576] * 5, 720) == [144] * 5            # LLaVA-1.5, 5 images at R = 0.75
+    assert unit_quotas([576] * 5, 288) == [58, 58, 58, 57, 57]  # 57.6 each: the first three get the extra ones
+    assert unit_quotas([16, 16], 9) == [5, 4]                  # a tie: the earlier unit
+    assert unit_quotas([10, 30], 8) == [2, 6] and unit_quotas([3, 5], 20) == [3, 5]  # never above a unit's size
+    with pytest.raises(ValueError, match="scope must be one of"):
+        PruneConfig("fastervlm", options={"scope": "crop"})
