@@ -81,19 +81,42 @@ def unit_quotas(sizes: Sequence[int], keep: int) -> List[int]:
     return base
 
 
+SCOPES = ("image", "prompt")
+
+
+def check_scope(scope: str) -> None:
+    """The ``scope`` option of the vision-side scorers: ``"image"``, a budget per vision-encoder input (the
+    official code's), or ``"prompt"``, one pool for all images of a prompt."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES} (a budget per vision-encoder input, or one pool per "
+                         f"prompt), got {scope!r}")
+
+
+def unit_split(units: Optional[torch.Tensor], keep: int) -> List[Tuple[torch.Tensor, int]]:
+    """``[(positions, count)]``: the ``m`` candidates of ``units`` ((m,) long, their vision-encoder inputs) grouped
+    by unit, each with its :func:`unit_quotas` share of ``keep``; candidates of no unit (-1) last, with what the
+    units cannot hold. ``units`` None: one pool, ``[(None, keep)]`` (None: every candidate)."""
+    if units is None:
+        return [(None, keep)]
+    units = units.cpu()
+    ids = sorted(set(units[units >= 0].tolist()))
+    groups = [(units == u).nonzero().flatten() for u in ids]
+    quotas = unit_quotas([g.numel() for g in groups], keep)
+    out = list(zip(groups, quotas))
+    none = (units < 0).nonzero().flatten()
+    if none.numel():
+        out.append((none, min(keep - sum(quotas), none.numel())))
+    return [(g, q) for g, q in out if q > 0]
+
+
 def keep_per_unit(scores: torch.Tensor, candidates: torch.Tensor, units: torch.Tensor, keep: int) -> torch.Tensor:
     """(n,) bool: ``keep`` of the ``candidates`` (n,) bool, each unit of ``units`` (n,) long keeping its
-    :func:`unit_quotas` share of the candidates by highest ``scores`` (the earlier token on a tie); candidates of
-    no unit (-1) fill only what the units cannot hold."""
+    :func:`unit_split` share of them by highest ``scores`` (the earlier token on a tie)."""
     out = torch.zeros_like(candidates)
-    ids = sorted({int(u) for u in units[candidates].unique().tolist() if u >= 0})
-    members = [candidates & (units == u) for u in ids]
-    quotas = unit_quotas([int(m.sum()) for m in members], keep)
-    rest = keep - sum(quotas)
-    for m, q in zip(members + [candidates & (units < 0)], quotas + [rest]):
-        if q > 0:
-            s = scores.float().masked_fill(~m, float("-inf"))
-            out[torch.sort(s, descending=True, stable=True).indices[:q]] = True
+    cand = candidates.nonzero().flatten()
+    for sub, q in unit_split(units[cand], keep):
+        at = cand if sub is None else cand[sub.to(cand.device)]
+        out[at[torch.sort(scores[at].float(), descending=True, stable=True).indices[:q]]] = True
     return out
 
 

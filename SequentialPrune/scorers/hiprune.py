@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .base import Scorer, ScoreInputs, keep_mask_from_rows, register_scorer
+from .base import Scorer, ScoreInputs, check_scope, keep_mask_from_rows, register_scorer, unit_split
 
 # The official object layers as fractions of the tower's depth, for towers of other depths: 9 of CLIP-L's 24
 # (LLaVA: towers with CLS), 16 of Qwen2.5-VL's 32 blocks (towers without CLS).
@@ -64,15 +64,20 @@ class HiPrune(Scorer):
     every tower) at an object layer gives a few anchors and their four grid neighbours; the deep (select)
     layer's gives the registers that fill the budget. ``object_layer`` is 1-based as the official
     ``HIPRUNE_OBJECT_LAYER``; None: the official layer scaled to the tower's depth, 9 of 24 on towers with CLS
-    (9 on CLIP-L), 16 of 32 on towers without (16 on Qwen2.5-VL, as its official code). All images of a prompt
-    form one pool; buffers stay within each anchor's own image, tile or crop grid."""
+    (9 on CLIP-L), 16 of 32 on towers without (16 on Qwen2.5-VL, as its official code). ``scope="image"`` (the
+    official code's, which gives each of its B images and crops ``int(budget / B)``): each vision-encoder input
+    (image, crop, tile) runs this on its own share of the budget (``vision_attention``'s split) and its own grid
+    (a LLaVA-NeXT tile's without the newline column); ``"prompt"``: one pool, buffers within each anchor's own
+    image, tile or crop grid."""
     alpha: float = 0.1
     object_layer: Optional[int] = None
+    scope: str = "image"
     needs_vision = True
     needs_coords = True
     vision_statistic = "received"
 
     def __post_init__(self):
+        check_scope(self.scope)
         if not 0 <= float(self.alpha) <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha!r}")
         ol = self.object_layer
@@ -98,7 +103,18 @@ class HiPrune(Scorer):
             coords = coords[coords[:, 0] >= 0]
             if slots.numel() != coords.shape[0]:
                 raise RuntimeError("the hiprune scorer needs every image token present (it prunes once)")
-            got = hiprune_keep(shallow_all[r, idx.to(shallow_all.device)], inp.vision[r, idx.to(inp.vision.device)],
-                               coords, inp.keep, float(self.alpha))
-            rows.append(slots[got.to(slots.device)])
+            shallow, deep = shallow_all[r, idx.to(shallow_all.device)], inp.vision[r, idx.to(inp.vision.device)]
+            units = None if self.scope == "prompt" or inp.units is None else inp.units[r, idx.to(inp.units.device)]
+            got = []
+            for sub, ku in unit_split(units, inp.keep):
+                if sub is None:
+                    got.append(hiprune_keep(shallow, deep, coords, ku, float(self.alpha)))
+                elif int(units[sub[0]]) < 0:  # tokens of no unit (newlines) fill what the units cannot hold: registers
+                    got.append(sub[torch.sort(deep.float().cpu()[sub], descending=True, stable=True).indices[:ku]])
+                else:  # the unit's own grid: one segment, columns from 0
+                    c = coords[sub].clone()
+                    c[:, 0], c[:, 2] = 0, c[:, 2] - c[:, 2].min()
+                    got.append(sub[hiprune_keep(shallow[sub.to(shallow.device)], deep[sub.to(deep.device)], c, ku,
+                                                float(self.alpha))])
+            rows.append(slots[torch.cat(got).to(slots.device)])
         return keep_mask_from_rows((b, n), rows, inp.visual.device)

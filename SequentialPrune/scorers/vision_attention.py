@@ -3,12 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 import torch
 
-from .base import Scorer, ScoreInputs, keep_per_unit, register_scorer
-
-SCOPES = ("image", "prompt")
+from .base import Scorer, ScoreInputs, check_scope, keep_per_unit, register_scorer
 
 
 @register_scorer("vision_attention")
@@ -30,9 +27,7 @@ class VisionAttention(Scorer):
     needs_vision = True
 
     def __post_init__(self):
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES} (a budget per vision-encoder input, or one pool per "
-                             f"prompt), got {self.scope!r}")
+        check_scope(self.scope)
 
     def select(self, inp: ScoreInputs):
         if inp.vision is None:

@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .base import Scorer, ScoreInputs, Selection, pool_split, register_scorer
+from .base import Scorer, ScoreInputs, Selection, check_scope, pool_split, register_scorer, unit_split
 
 
 def contextual_count(keep: int, ratio: float) -> int:
@@ -71,13 +71,17 @@ class VisionZip(Scorer):
     similarity of that layer's keys. Merging happens on the pre-projector features, then the family's own
     projector maps each merged token (it is non-linear: merging after it would differ). A contextual token sits
     in its target's slot; on LLaVA-1.5 each image's CLS feature takes one slot too (on LLaVA-NeXT each crop's).
-    All images of a prompt form one pool; tokens the tower never saw (LLaVA-NeXT / OneVision newline tokens) are
-    not in it. Before the decoder only (K = 0)."""
+    ``scope="image"`` (the official code's): each vision-encoder input (image, crop, tile) zips its own share of
+    the budget (``vision_attention``'s split; its contextual count from that share, its CLS in its first free
+    slot); ``"prompt"``: one pool for all images of a prompt. Tokens the tower never saw (LLaVA-NeXT / OneVision
+    newline tokens) are in no pool. Before the decoder only (K = 0)."""
     contextual_ratio: float = 0.15625
+    scope: str = "image"
     needs_vision = frozenset({"keys", "features", "cls"})
     merges = True
 
     def __post_init__(self):
+        check_scope(self.scope)
         if not 0 <= float(self.contextual_ratio) <= 1:
             raise ValueError(f"contextual_ratio must be in [0, 1], got {self.contextual_ratio!r}")
 
@@ -98,13 +102,16 @@ class VisionZip(Scorer):
             pool = data.get("pool")
             cand, k, fill = pool_split(None if pool is None else pool[idx.to(pool.device)], idx.numel(), inp.keep)
             pick = idx[cand.to(idx.device)]
-            cls = [(int(torch.searchsorted(cand, s)), f) for s, f in data["cls"]]
-            kept, new = zip_tokens(inp.vision[r, pick.to(inp.vision.device)],
-                                   data["keys"][pick.to(data["keys"].device)],
-                                   data["features"][pick.to(data["features"].device)], cls, k,
-                                   contextual_count(k, float(self.contextual_ratio)))
-            kept = cand[torch.tensor(kept, dtype=torch.long)].tolist() + fill.tolist()
-            new = {int(cand[p]): f for p, f in new.items()}
+            score, metric = inp.vision[r, pick.to(inp.vision.device)], data["keys"][pick.to(data["keys"].device)]
+            pre = data["features"][pick.to(data["features"].device)]
+            units = None if self.scope == "prompt" or inp.units is None else inp.units[r, pick.to(inp.units.device)]
+            kept, new = fill.tolist(), {}
+            for at, q, cls in self._groups(units, cand, data["cls"], k):  # at: positions among the candidates
+                got, merged = zip_tokens(score[at.to(score.device)], metric[at.to(metric.device)],
+                                         pre[at.to(pre.device)], cls, q,
+                                         contextual_count(q, float(self.contextual_ratio)))
+                kept += cand[at[torch.tensor(got, dtype=torch.long)]].tolist()
+                new.update({int(cand[at[p]]): f for p, f in merged.items()})
             keep[r, slots[kept]] = True
             if new:
                 at = sorted(new)
@@ -114,3 +121,18 @@ class VisionZip(Scorer):
                 replaced[r, pos] = True
                 feats[r, pos] = emb.to(feats.device, feats.dtype)
         return Selection(keep, replaced, feats)
+
+    @staticmethod
+    def _groups(units, cand: torch.Tensor, cls: list, k: int):
+        """``[(candidate positions, share of k, [(slot from, CLS feature)])]``: one pool (``units`` None) with each
+        CLS from its image's first candidate on, or one group per vision-encoder input with its own CLS (the j-th
+        CLS feature is the j-th unit's: an image on LLaVA-1.5, a crop on LLaVA-NeXT, in order) from its first
+        token on."""
+        if units is None:
+            return [(torch.arange(cand.numel()), k, [(int(torch.searchsorted(cand, s)), f) for s, f in cls])]
+        ids = sorted(set(units[units >= 0].tolist()))
+        if cls and len(cls) != len(ids):
+            raise RuntimeError(f"SequentialPrune: visionzip found {len(cls)} CLS features for {len(ids)} "
+                               "vision-encoder inputs (use scope='prompt', which places them per image)")
+        own = {u: [(0, f)] for u, (_, f) in zip(ids, cls)}
+        return [(sub, q, own.get(int(units[sub[0]]), [])) for sub, q in unit_split(units, k)]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Scorer, ScoreInputs, keep_mask_from_rows, pool_split, register_scorer
+from .base import Scorer, ScoreInputs, check_scope, keep_mask_from_rows, pool_split, register_scorer, unit_split
 
 
 def vispruner_keep(score: torch.Tensor, features: torch.Tensor, keep: int, important_ratio: float,
@@ -41,13 +41,16 @@ class VisPruner(Scorer):
     """VisPruner (Zhang et al., ICCV 2025): ``important_ratio`` of the budget by the vision select layer's
     attention (the CLS row on CLIP / InternViT, attention received on towers without CLS, as
     ``vision_attention``), the rest by removing near-duplicates of the pre-projector features in rounds of up to
-    ``per_round``. All images of a prompt form one pool; tokens the tower never saw (LLaVA-NeXT / OneVision
-    newline tokens) are not in it."""
+    ``per_round``. ``scope="image"`` (the official code's): each vision-encoder input (image, crop, tile) runs
+    this on its own share of the budget (``vision_attention``'s split); ``"prompt"``: one pool for all images.
+    Tokens the tower never saw (LLaVA-NeXT / OneVision newline tokens) are in no pool."""
     important_ratio: float = 0.5
     per_round: int = 8
+    scope: str = "image"
     needs_vision = frozenset({"features"})
 
     def __post_init__(self):
+        check_scope(self.scope)
         if not 0 <= float(self.important_ratio) <= 1:
             raise ValueError(f"important_ratio must be in [0, 1], got {self.important_ratio!r}")
         if isinstance(self.per_round, bool) or int(self.per_round) != self.per_round or self.per_round < 1:
@@ -64,8 +67,14 @@ class VisPruner(Scorer):
             feats, pool = inp.vision_tokens[r]["features"], inp.vision_tokens[r].get("pool")
             cand, k, fill = pool_split(None if pool is None else pool[idx.to(pool.device)], idx.numel(), inp.keep)
             pick = idx[cand.to(idx.device)]
-            got = vispruner_keep(inp.vision[r, pick.to(inp.vision.device)], feats[pick.to(feats.device)], k,
-                                 float(self.important_ratio), int(self.per_round))
-            got = torch.cat([cand[got.cpu()], fill])
+            score, feat = inp.vision[r, pick.to(inp.vision.device)], feats[pick.to(feats.device)]
+            units = None if self.scope == "prompt" or inp.units is None else inp.units[r, pick.to(inp.units.device)]
+            got = [fill]
+            for sub, ku in unit_split(units, k):  # sub: candidates of one unit (None: all of them)
+                sub = torch.arange(pick.numel()) if sub is None else sub
+                at = vispruner_keep(score[sub.to(score.device)], feat[sub.to(feat.device)], ku,
+                                    float(self.important_ratio), int(self.per_round)).cpu()
+                got.insert(-1, cand[sub[at]])
+            got = torch.cat(got)
             rows.append(slots[got.to(slots.device)])
         return keep_mask_from_rows((b, n), rows, inp.visual.device)

@@ -183,9 +183,13 @@ class MaskedReference:
             # in position order, only a budget beyond the candidates
             cand = [j for j, t in enumerate(rank) if not bool(torch.isnan(feats[t]).any())]
             fill = [j for j in range(len(rank)) if j not in set(cand)][:max(0, k - len(cand))]
-            got = rv.vispruner([scores[rank[j]] for j in cand], feats[[rank[j] for j in cand]], min(k, len(cand)),
-                               self.options.get("important_ratio", 0.5), self.options.get("per_round", 8))
-            return {pos[cand[j]] for j in got} | {pos[j] for j in fill}
+            kept = set()
+            for group, q in self._unit_groups(r, [rank[j] for j in cand], min(k, len(cand))):
+                members = [cand[i] for i in group]
+                got = rv.vispruner([scores[rank[j]] for j in members], feats[[rank[j] for j in members]], q,
+                                   self.options.get("important_ratio", 0.5), self.options.get("per_round", 8))
+                kept |= {pos[members[j]] for j in got}
+            return kept | {pos[j] for j in fill}
         if s == "cdpruner":
             valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
             text = [p for p in range(self.visual.shape[1]) if p > max(pos) and bool(valid[p]) and
@@ -201,10 +205,37 @@ class MaskedReference:
             at = {t: j for j, t in enumerate(rank)}
             grids = [(h, w, [at[t] for t in cells if t in at]) for h, w, cells in self.grids(r)]
             shallow, deep = self.vision_object(r), self.vision(r)
-            got = rv.hiprune_segments([shallow[t] for t in rank], [deep[t] for t in rank], k, grids,
-                                      self.options.get("alpha", 0.1))
-            return {pos[j] for j in got}
+            alpha = self.options.get("alpha", 0.1)
+            if self.options.get("scope", "image") == "prompt":
+                got = rv.hiprune_segments([shallow[t] for t in rank], [deep[t] for t in rank], k, grids, alpha)
+                return {pos[j] for j in got}
+            kept = set()
+            unit_of = [self.units(r)[t] for t in rank] if self.units is not None else None
+            for group, q in self._unit_groups(r, rank, k):
+                if unit_of[group[0]] < 0:  # no unit (newlines): the deep layer's top, as registers
+                    kept |= set(ref.by_score({j: deep[rank[j]] for j in group}, group, q))
+                    continue
+                # the unit's own grid: the cells of its one grid that belong to it, row by row
+                at = {j: i for i, j in enumerate(group)}
+                (h, w, cells), = [(h, w, c) for h, w, c in grids if any(j in at for j in c)]
+                mine = [j for j in cells if j in at]
+                got = rv.hiprune_segments([shallow[rank[j]] for j in group], [deep[rank[j]] for j in group], q,
+                                          [(h, len(mine) // h, [at[j] for j in mine])], alpha)
+                kept |= {group[i] for i in got}
+            return {pos[j] for j in kept}
         raise ValueError(s)
+
+    def _unit_groups(self, r, tokens, k):
+        """``[(indices into tokens, count)]``: ``tokens`` (prompt image-token indices of row ``r``) split per
+        vision-encoder input with each unit's share of ``k`` (``scope="image"``, the default), or one group."""
+        if self.options.get("scope", "image") == "prompt":
+            return [(list(range(len(tokens))), k)]
+        if self.units is None:
+            raise ValueError(f"the {self.scorer} reference splits the budget per image: it needs the test's own "
+                             "units (units=...)")
+        unit_of = [self.units(r)[t] for t in tokens]
+        return [([i for i, v in enumerate(unit_of) if v == u], q)
+                for u, q in ref.unit_shares(unit_of, k).items() if q > 0]
 
     def _probe(self, i, layer, hidden, kwargs):
         """This layer's own eager attention on the tokens not yet dropped."""

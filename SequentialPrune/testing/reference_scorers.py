@@ -24,27 +24,34 @@ def by_score(scores: torch.Tensor, image_pos: Sequence[int], k: int) -> List[int
     return _top({p: float(scores[p]) for p in image_pos}, k)
 
 
-def by_score_per_unit(scores, units: Sequence[int], image_pos: Sequence[int], k: int) -> List[int]:
-    """FasterVLM with per-image budgets (the official code scores each image or crop on its own): ``units[j]``
-    is the unit of ``image_pos[j]`` (-1: none). Unit u gets ``k * n_u / n`` tokens (n over the units), rounded
-    down, and the units with the largest fractional parts one more each (the first such unit on a tie); each
-    unit's top tokens by score; tokens of no unit fill what is left."""
+def unit_shares(units: Sequence[int], k: int) -> Dict[int, int]:
+    """Per-image budgets (the official code prunes each image or crop on its own): ``{unit: count}`` for the
+    tokens of ``units`` (one entry per token, -1: none). Unit u gets ``k * n_u / n`` (n over the units) rounded
+    down, the units with the largest fractional parts one more each (the first such unit on a tie); unit -1
+    gets what is left, at most its tokens."""
     from fractions import Fraction
 
-    groups: Dict[int, List[int]] = {}
-    for p, u in zip(image_pos, units):
-        groups.setdefault(u, []).append(p)
-    real = sorted(u for u in groups if u >= 0)
-    n = sum(len(groups[u]) for u in real)
+    sizes: Dict[int, int] = {}
+    for u in units:
+        sizes[u] = sizes.get(u, 0) + 1
+    real = sorted(u for u in sizes if u >= 0)
+    n = sum(sizes[u] for u in real)
     want = min(k, n)
-    share = {u: Fraction(want * len(groups[u]), n) for u in real} if n else {}
+    share = {u: Fraction(want * sizes[u], n) for u in real}
     quota = {u: int(share[u]) for u in real}
     for u in sorted(real, key=lambda u: (-(share[u] - quota[u]), u))[:want - sum(quota.values())]:
         quota[u] += 1
+    if -1 in sizes:
+        quota[-1] = min(k - want, sizes[-1])
+    return quota
+
+
+def by_score_per_unit(scores, units: Sequence[int], image_pos: Sequence[int], k: int) -> List[int]:
+    """FasterVLM with per-image budgets: ``units[j]`` is the unit of ``image_pos[j]``; each unit's
+    :func:`unit_shares` count of its top tokens by score."""
     out: List[int] = []
-    for u in real:
-        out += by_score(scores, groups[u], quota[u])
-    out += by_score(scores, groups.get(-1, []), k - len(out))
+    for u, q in unit_shares(units, k).items():
+        out += by_score(scores, [p for p, v in zip(image_pos, units) if v == u], q)
     return sorted(out)
 
 

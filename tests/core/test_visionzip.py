@@ -11,6 +11,7 @@ from transformers import AttentionInterface
 
 from SequentialPrune import PruneConfig, apply_pruning
 from SequentialPrune.scorers.visionzip import contextual_count
+from SequentialPrune.testing.reference_scorers import unit_shares
 from SequentialPrune.testing import reference_vision as rv
 from tiny_models import IMAGE_ID, build_model, make_inputs, row_inputs
 from vision_oracle import _anyres_rows, eager_vision, qwen_scores, reference_features, reference_scores, sharpen
@@ -117,15 +118,18 @@ def test_qwen2_vl_kept_tokens_and_merged_features_equal_the_reference():
         assert torch.allclose(emb[k], want[k], atol=1e-5), k
 
 
-def test_llava_next_pools_every_crop_keeps_each_crops_cls_and_never_a_newline():
+@pytest.mark.parametrize("scope", ["image", "prompt"])
+def test_llava_next_keeps_each_crops_cls_and_never_a_newline(scope):
     """LLaVA-NeXT (the tiny image: a base crop, then one tile whose rows each end in a newline token): dominant
     tokens by each crop's CLS row, one CLS feature per crop (the official keeps one per crop), contextual merging
-    by the crops' keys, all over one pool of the image's patch tokens; the newline tokens, which no tower patch
-    made, are neither kept nor merged. Re-derived from eager attentions, ``k_proj`` and the hidden states."""
+    by the crops' keys; ``scope="image"`` (the official code's): each crop zips its own share of the budget, its
+    CLS in its first free slot; ``"prompt"``: one pool of the image's patch tokens, the CLS features from the
+    image's first token on. The newline tokens, which no tower patch made, are neither kept nor merged.
+    Re-derived from eager attentions, ``k_proj`` and the hidden states."""
     model = build_model("llava_next", "sdpa")
     sharpen(model)
     inputs = make_inputs("llava_next")
-    cfg = PruneConfig("visionzip", 0.6, options={"contextual_ratio": 0.25})
+    cfg = PruneConfig("visionzip", 0.6, options={"contextual_ratio": 0.25, "scope": scope})
     kept, emb, pruner = pruned_image_embeddings(model, inputs, cfg)
     layer = model.model.vision_tower.vision_model.encoder.layers[-1] if hasattr(model.model.vision_tower,
                                                                                  "vision_model") else \
@@ -146,20 +150,30 @@ def test_llava_next_pools_every_crop_keeps_each_crops_cls_and_never_a_newline():
     cand = [p for p in range(len(scores)) if not bool(torch.isnan(feats[p]).any())]
     assert len(scores) - len(cand) == side  # one newline per tile row
     keep = cfg.plan(len(scores))[0]
-    c = contextual_count(keep, 0.25)
-    dominant, targets, merged = rv.visionzip_no_cls([scores[p] for p in cand], metric[cand], feats[cand],
-                                                    keep - c - crops, c)
-    free = [j for j in range(len(cand)) if j not in set(dominant) | set(targets)]
-    cls_slots = [cand[j] for j in free[:crops]]  # each crop's CLS, base first, from the image's first token on
-    assert kept == sorted([cand[j] for j in dominant + targets] + cls_slots)
+    # the pools: the base crop's side^2 tokens first, then the tile's (the layout of _anyres_rows)
+    pools = [cand[:side * side], cand[side * side:]] if scope == "image" else [cand]
+    shares = unit_shares([0] * side * side + [1] * side * side, keep) if scope == "image" else {0: keep}
+    want_kept, want, cls_slots, n_contextual = [], {}, [], 0
     proj = model.model.multi_modal_projector
-    with torch.no_grad():
-        want = {cand[j]: proj(feats[cand[j]]) for j in dominant}
-        want.update({slot: proj(hidden[i, 0]) for i, slot in enumerate(cls_slots)})
-        want.update({cand[t]: proj(merged[j].float()) for j, t in enumerate(targets)})
+    for u, pool in enumerate(pools):
+        q = shares[u]
+        c = contextual_count(q, 0.25)
+        n_cls = 1 if scope == "image" else crops
+        dominant, targets, merged = rv.visionzip_no_cls([scores[p] for p in pool], metric[pool], feats[pool],
+                                                        q - c - n_cls, c)
+        free = [j for j in range(len(pool)) if j not in set(dominant) | set(targets)]
+        slots = [pool[j] for j in free[:n_cls]]  # the crop's CLS (pooled: each crop's, base first), first free on
+        want_kept += [pool[j] for j in dominant + targets] + slots
+        with torch.no_grad():
+            want.update({pool[j]: proj(feats[pool[j]]) for j in dominant})
+            want.update({slot: proj(hidden[u + i, 0]) for i, slot in enumerate(slots)})
+            want.update({pool[t]: proj(merged[j].float()) for j, t in enumerate(targets)})
+        cls_slots += slots
+        n_contextual += c
+    assert kept == sorted(want_kept)
     for k in kept:
         assert torch.allclose(emb[k], want[k], atol=1e-5), k
-    assert pruner.stats.merged[0][0].sum().item() == c + crops
+    assert pruner.stats.merged[0][0].sum().item() == n_contextual + crops
 
 
 def test_visionzip_runs_before_the_decoder_only():
@@ -179,3 +193,26 @@ def test_no_contextual_tokens_keeps_cls_and_dominant_tokens():
     kept, emb, pruner = pruned_image_embeddings(model, inputs, PruneConfig("visionzip", 0.75,
                                                                            options={"contextual_ratio": 0.0}))
     assert len(kept) == 16 and pruner.stats.merged[0][0].sum().item() == 1  # only the CLS slot
+
+
+def test_llava_two_images_each_zip_their_own_share_with_their_own_cls():
+    """LLaVA-1.5 with two images (``scope="image"``, the official code's per-image VisionZip): each image keeps
+    half of the budget, merges its own contextual tokens (the count from its share) and holds its own CLS feature,
+    in its first free slot; pooled, the images compete and the CLS features go from each image's first token."""
+    model = build_model("llava", "sdpa")
+    sharpen(model)
+    inputs = make_inputs("llava", n_images=2)
+    per = 64
+    for scope in ("image", "prompt"):
+        cfg = PruneConfig("visionzip", 0.75, options={"contextual_ratio": 0.25, "scope": scope})
+        kept, emb, pruner = pruned_image_embeddings(model, inputs, cfg)
+        merged = pruner.stats.merged[0][0].tolist()
+        keep = cfg.plan(2 * per)[0]
+        by_image = [[k for k in kept if k // per == i] for i in (0, 1)]
+        merged_by_image = [sum(m for k, m in zip(kept, merged) if k // per == i) for i in (0, 1)]
+        if scope == "image":
+            assert [len(x) for x in by_image] == [keep // 2] * 2
+            assert merged_by_image == [contextual_count(keep // 2, 0.25) + 1] * 2  # contextual tokens + its CLS
+        else:
+            assert sum(merged_by_image) == contextual_count(keep, 0.25) + 2
+    assert keep % 2 == 0
