@@ -488,8 +488,9 @@ def before_stage(method: Optional[str], ratio: Optional[float], options: Optiona
     """A combination's stage before the decoder (layer 0) from a front end's settings; None without ``method``.
 
     ``names`` spells the settings as the front end does: ``"method"`` (how to give one, e.g. ``"--prune-before
-    METHOD"``), ``"ratio"`` and ``"option"`` (e.g. ``"--prune-before-ratio"``). ValueError in those words, for a
-    ratio or options given without a method, or a setting PruneConfig refuses (a bad ratio, an unknown option).
+    METHOD"``), ``"ratio"`` and ``"option"`` (e.g. ``"--prune-before-ratio"``), and optionally ``"option_syntax"``
+    (default ``"<option> KEY=VALUE"``). ValueError in those words, for a ratio or options given without a method,
+    or a setting PruneConfig refuses (a bad ratio, an unknown option).
     """
     if method is None:
         given = [names[k] for k, v in (("ratio", ratio), ("option", options or None)) if v is not None]
@@ -503,5 +504,5 @@ def before_stage(method: Optional[str], ratio: Optional[float], options: Optiona
         msg = str(e)
         msg = names["ratio"] + msg[len("ratio"):] if msg.startswith("ratio ") else \
             f"{names['method'].replace('METHOD', method)}: {msg}"
-        raise ValueError(msg + (f" (set options with {names['option']} KEY=VALUE)" if "option" in msg else "")) \
-            from None
+        syntax = names.get("option_syntax", f"{names['option']} KEY=VALUE")
+        raise ValueError(msg + (f" (set options with {syntax})" if "option" in msg else "")) from None

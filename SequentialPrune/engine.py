@@ -223,6 +223,7 @@ class Pruner:
         self._generating = 0                  # model.generate calls in progress (_GenerateCalls)
         self._orig_attn: Optional[str] = None
         self.vision: Optional[VisionCapture] = None   # the vision tower's statistic, for needs_vision scorers
+        self._per_unit = False                        # whether that scorer splits its budget per image (units)
         self._install()
 
     def _install(self) -> None:
@@ -259,6 +260,7 @@ class Pruner:
                 self.remove()
                 raise
             self._handles.append(self.vision)
+            self._per_unit = getattr(reader, "scope", "prompt") == "image"
 
     def remove(self) -> None:
         """Detach this pruner's hooks and restore the original attention implementation.
@@ -485,7 +487,8 @@ class Pruner:
             if st.plan and self.vision is not None:
                 # the images were encoded before this point (by this forward, or by generate before its first)
                 st.vision = self.vision.token_scores(st.n_image, st.visual.device)
-                st.units = self.vision.token_units(st.n_image, st.visual.device)
+                if self._per_unit:
+                    st.units = self.vision.token_units(st.n_image, st.visual.device)
                 if self.vision.needs:
                     st.vision_tokens = self.vision.token_data(st.n_image)
                 st.vision_layers = {i: self.vision.token_scores(st.n_image, st.visual.device, layer=i)

@@ -173,14 +173,17 @@ def anyres_vision_scores(model, records) -> torch.Tensor:
 
 
 def anyres_token_units(model, records) -> torch.Tensor:
-    """LLaVA-NeXT / OneVision: each crop (the base image and every tile) is one unit, its tokens found by packing
-    the crop's number as a one-channel "feature"; newline tokens: -1. On a OneVision canvas large enough for its
-    ``anyres_max`` downsampling, a token between tiles gets the nearer tile (the interpolated number, rounded)."""
+    """LLaVA-NeXT / OneVision: each crop (the base image and every tile) is one unit, its tokens found by packing a
+    one-hot "feature" of the crop through the model's own layout; newline tokens (a -1 "feature"): -1. On a
+    OneVision canvas large enough for its ``anyres_max`` downsampling, a token blended from several tiles gets the
+    tile of the largest weight (a number interpolated between tiles would name a tile that is not there)."""
     out, base = [], 0
     for r in records:
         crops, per = patch_scores(model, r).shape
-        ids = torch.arange(base, base + crops, dtype=torch.float32)[:, None, None].expand(crops, per, 1)
-        out += [p[:, 0].round().long() for p in _pack(model, r, ids, torch.tensor([-1.0]))]
+        onehot = torch.eye(crops)[:, None, :].expand(crops, per, crops)
+        for p in _pack(model, r, onehot, -torch.ones(crops)):
+            weight, crop = p.max(dim=-1)
+            out.append(torch.where(weight > 0, crop + base, -1))
         base += crops
     return torch.cat(out)
 

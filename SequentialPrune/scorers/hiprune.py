@@ -30,6 +30,17 @@ def grids_of(coords: torch.Tensor) -> Tuple[List[int], List[int], List[int]]:
     return first, size, width
 
 
+def _place_in_row(rows: torch.Tensor) -> torch.Tensor:
+    """Per token (row-major), its index among the tokens of its row: a tile cut from a LLaVA-NeXT canvas gets
+    columns from 0, whatever its place on the canvas (a unit not a rectangle, as between OneVision's
+    downsampled tiles, gets the width of its longest row)."""
+    out, seen = [], {}
+    for r in rows.tolist():
+        out.append(seen.get(r, 0))
+        seen[r] = out[-1] + 1
+    return torch.tensor(out, dtype=torch.long)
+
+
 def hiprune_keep(shallow: torch.Tensor, deep: torch.Tensor, coords: torch.Tensor, keep: int, alpha: float
                  ) -> torch.Tensor:
     """One row's HiPrune over its ``N`` image tokens. Anchors: the top ``round(keep * alpha / 5)`` by the object
@@ -111,9 +122,9 @@ class HiPrune(Scorer):
                     got.append(hiprune_keep(shallow, deep, coords, ku, float(self.alpha)))
                 elif int(units[sub[0]]) < 0:  # tokens of no unit (newlines) fill what the units cannot hold: registers
                     got.append(sub[torch.sort(deep.float().cpu()[sub], descending=True, stable=True).indices[:ku]])
-                else:  # the unit's own grid: one segment, columns from 0
+                else:  # the unit's own grid: one segment, each token's column its place in its row of the unit
                     c = coords[sub].clone()
-                    c[:, 0], c[:, 2] = 0, c[:, 2] - c[:, 2].min()
+                    c[:, 0], c[:, 2] = 0, _place_in_row(c[:, 1])
                     got.append(sub[hiprune_keep(shallow[sub.to(shallow.device)], deep[sub.to(deep.device)], c, ku,
                                                 float(self.alpha))])
             rows.append(slots[torch.cat(got).to(slots.device)])

@@ -105,8 +105,9 @@ class VisionZip(Scorer):
             score, metric = inp.vision[r, pick.to(inp.vision.device)], data["keys"][pick.to(data["keys"].device)]
             pre = data["features"][pick.to(data["features"].device)]
             units = None if self.scope == "prompt" or inp.units is None else inp.units[r, pick.to(inp.units.device)]
+            first = None if units is None else int(inp.units[r][inp.units[r] >= 0].min())  # the row's first unit
             kept, new = fill.tolist(), {}
-            for at, q, cls in self._groups(units, cand, data["cls"], k):  # at: positions among the candidates
+            for at, q, cls in self._groups(units, first, cand, data["cls"], k):  # at: positions among candidates
                 got, merged = zip_tokens(score[at.to(score.device)], metric[at.to(metric.device)],
                                          pre[at.to(pre.device)], cls, q,
                                          contextual_count(q, float(self.contextual_ratio)))
@@ -123,16 +124,12 @@ class VisionZip(Scorer):
         return Selection(keep, replaced, feats)
 
     @staticmethod
-    def _groups(units, cand: torch.Tensor, cls: list, k: int):
+    def _groups(units, first, cand: torch.Tensor, cls: list, k: int):
         """``[(candidate positions, share of k, [(slot from, CLS feature)])]``: one pool (``units`` None) with each
-        CLS from its image's first candidate on, or one group per vision-encoder input with its own CLS (the j-th
-        CLS feature is the j-th unit's: an image on LLaVA-1.5, a crop on LLaVA-NeXT, in order) from its first
-        token on."""
+        CLS from its image's first candidate on, or one group per vision-encoder input with its own CLS from its
+        first token on: the row's j-th CLS feature is its unit ``first + j`` (an image on LLaVA-1.5, a crop on
+        LLaVA-NeXT, numbered in that order from the row's first unit)."""
         if units is None:
             return [(torch.arange(cand.numel()), k, [(int(torch.searchsorted(cand, s)), f) for s, f in cls])]
-        ids = sorted(set(units[units >= 0].tolist()))
-        if cls and len(cls) != len(ids):
-            raise RuntimeError(f"SequentialPrune: visionzip found {len(cls)} CLS features for {len(ids)} "
-                               "vision-encoder inputs (use scope='prompt', which places them per image)")
-        own = {u: [(0, f)] for u, (_, f) in zip(ids, cls)}
+        own = {first + j: [(0, f)] for j, (_, f) in enumerate(cls)}
         return [(sub, q, own.get(int(units[sub[0]]), [])) for sub, q in unit_split(units, k)]

@@ -138,8 +138,8 @@ class MaskedReference:
             valid = self.mask2d[r] if self.mask2d is not None else torch.ones_like(self.visual[r])
             present = ~self.dropped[r] & valid
             gen = self.gens.setdefault(r, torch.Generator().manual_seed(self.seed))
-            full = torch.full(present.shape, float("-inf"))
-            full[present] = torch.rand(int(present.sum()), generator=gen)
+            full = torch.full(present.shape, float("-inf"))  # the CPU generator's draws, as the engine's
+            full[present.cpu()] = torch.rand(int(present.sum()), generator=gen)
             return ref.by_score(full, pos, k)
         if s == "pdrop":
             if r == 0:
@@ -356,8 +356,8 @@ def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_id
     n = at.numel()
     pos = prompt.get("position_ids")
     if pos is None:  # the text model counts 0..L-1 itself
-        pos = torch.arange(ids.shape[1])[None]
-    pos = torch.arange(n)[None] if renumber else pos[..., at]
+        pos = torch.arange(ids.shape[1], device=ids.device)[None]
+    pos = torch.arange(n, device=ids.device)[None] if renumber else pos[..., at.to(pos.device)]
     extra = {}
     if prompt.get("deepstack_visual_embeds") is not None:
         keep_img = rank[at][visual[at]]
@@ -374,7 +374,7 @@ def merge_reference(model, inputs, kept, merged, renumber, new_tokens, visual_id
         r.mask2d = None
         got = _reduced_run(model, lm, head, cache, embeds, pos, extra, new_tokens, decode, renumber, n, ids)
     order = torch.tensor(sorted(kept))  # reduced image token j is the prompt's image token order[j]
-    return got + ({i: order[t] for i, t in r.kept_image_indices.items()},)
+    return got + ({i: order[t.cpu()] for i, t in r.kept_image_indices.items()},)
 
 
 def _reduced_run(model, lm, head, cache, embeds, pos, extra, new_tokens, decode, renumber, n, ids):
@@ -391,7 +391,7 @@ def _reduced_run(model, lm, head, cache, embeds, pos, extra, new_tokens, decode,
                 break
             p = decode[s].get("position_ids")
             if renumber or p is None:
-                p = torch.full((1, 1), (n if renumber else ids.shape[1]) + s)
+                p = torch.full((1, 1), (n if renumber else ids.shape[1]) + s, device=ids.device)
             out = lm(inputs_embeds=model.get_input_embeddings()(tok[:, None]), position_ids=p,
                      past_key_values=cache, use_cache=True)
             logits = head(out.last_hidden_state[:, -1])

@@ -6,25 +6,34 @@ kernels, so the CPU stops running ahead of the GPU; ``torch.cuda.set_sync_debug_
 from __future__ import annotations
 
 import collections
+import os
 import traceback
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import SequentialPrune
+
 _READS = {"tolist", "item", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"}
 _SHAPES = {"aten.nonzero.default", "aten.masked_select.default", "aten._unique2.default",
            "aten.unique_consecutive.default", "aten.repeat_interleave.Tensor"}
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(SequentialPrune.__file__)) + os.sep
+_TESTING = os.path.join(_PACKAGE, "testing") + os.sep
+_TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+
+
 def _site():
-    """``file:line`` of the calling code when it is SequentialPrune's own, else None (the model's, generate's)."""
+    """``file:line`` of the calling code when it is SequentialPrune's own (the package, its test references
+    left out), else None (the model's, generate's, a test's)."""
     for f in reversed(traceback.extract_stack()):
-        path = f.filename.replace("\\", "/")
-        if path == __file__ or "/torch/" in path:
+        path = os.path.abspath(f.filename)
+        if path == os.path.abspath(__file__) or path.startswith(_TORCH):
             continue  # this counter, and torch's own dispatch layers
-        if "/SequentialPrune/" in path and "/testing/" not in path:
-            return f"{path.rsplit('/SequentialPrune/', 1)[1]}:{f.lineno}"
+        if path.startswith(_PACKAGE) and not path.startswith(_TESTING):
+            return f"{path[len(_PACKAGE):]}:{f.lineno}"
         return None
     return None
 

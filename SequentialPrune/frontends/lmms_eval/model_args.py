@@ -106,15 +106,18 @@ def _before(args: dict, method: str) -> Optional[PruneConfig]:
         if method == "none":
             raise ModelArgsError(f"model_args prune_before={name} with prune_method=none: to prune before the "
                                  f"decoder only, give prune_method={name} (with prune_ratio, prune_option)")
-    ratio = _number(args, "prune_before_ratio", float, 0)
-    options = _options(args.get("prune_before_option"), "prune_before_option")
+    # without a method, a ratio or options are refused as such (before_stage), not parsed
+    ratio = _number(args, "prune_before_ratio", float, 0) if name is not None else args.get("prune_before_ratio")
+    options = _options(args.get("prune_before_option"), "prune_before_option") if name is not None else \
+        args.get("prune_before_option")
     try:
         return before_stage(name, ratio, options, _BEFORE_NAMES)
     except ValueError as e:
         raise ModelArgsError(f"model_args {e}") from None
 
 
-_BEFORE_NAMES = {"method": "prune_before=METHOD", "ratio": "prune_before_ratio", "option": "prune_before_option"}
+_BEFORE_NAMES = {"method": "prune_before=METHOD", "ratio": "prune_before_ratio", "option": "prune_before_option",
+                 "option_syntax": "prune_before_option=KEY=VALUE;KEY=VALUE ('|' for a comma)"}
 
 
 def check_keys(args: dict) -> None:

@@ -280,11 +280,14 @@ def test_model_args_prune_before_makes_a_combination():
     assert setting.budget == 64 and setting.prune.before == PruneConfig("visionzip")
     assert {"prune_before", "prune_before_ratio", "prune_before_option"} <= set(KEYS)
     for bad, says in (({"prune_before_ratio": 0.5}, "add prune_before=METHOD"),
+                      ({"prune_before_ratio": "half"}, "add prune_before=METHOD"),  # refused as such, not parsed
                       ({"prune_before_option": "contextual_ratio=0.2"}, "add prune_before=METHOD"),
                       ({"prune_method": "none", "prune_before": "visionzip"}, "give prune_method=visionzip"),
                       ({"prune_before": "fastv"}, r"prune_before='fastv': expected one of"),
                       ({"prune_before": "visionzip", "prune_before_ratio": 1.5}, r"prune_before_ratio must be in"),
                       ({"prune_before": "visionzip", "prune_before_option": "pivots=2"}, r"unknown option\(s\)"),
+                      ({"prune_before": "visionzip", "prune_before_option": "pivots=2"},
+                       r"set options with prune_before_option=KEY=VALUE;KEY=VALUE"),
                       ({"prune_before": "visionzip",
                         "prune_before_option": "contextual_ratio=0.1;contextual_ratio=0.2"},
                        "prune_before_option repeats the key"),
