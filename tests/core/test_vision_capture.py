@@ -240,3 +240,40 @@ def test_a_packed_flash_call_is_scored_per_segment():
             assert len(pruner.vision.records[0].chunks) == 4 + 6  # split from ONE call
             packed = pruner.vision.spec.token_scores(model, pruner.vision.records)
     assert torch.allclose(packed, per_window, atol=1e-7)
+
+
+def test_onevision_units_of_a_downsampled_canvas_name_only_the_tiles_each_token_is_blended_from():
+    """OneVision's ``anyres_max`` downsampling blends neighbouring tiles bilinearly: each token's unit must be one
+    of the tiles its source footprint touches (an interpolated crop number, rounded, named tiles in between). The
+    tiny config (32 px crops of 8 px patches: 4 x 4 tokens per crop) with a 96 x 96 pinpoint tiles a 96 px image
+    3 x 3; anyres_max_4 shrinks that 12 x 12 canvas by 1.5 to 8 x 8. Footprints re-derived (align_corners=False)."""
+    import math
+
+    from SequentialPrune.adapters.llava import anyres_token_units
+    from SequentialPrune.vision_capture import VisionRecord
+
+    model = build_model("llava_onevision")
+    model.config.image_grid_pinpoints = model.config.image_grid_pinpoints + [[96, 96]]
+    side, tiles = 4, 3  # tokens per crop side; tiles per canvas side
+    record = VisionRecord(call={"image_sizes": torch.tensor([[96, 96]]), "vision_aspect_ratio": "anyres_max_4"},
+                          statistic="received", chunks=[torch.rand(1 + tiles * tiles, side * side)])
+    units = anyres_token_units(model, [record]).tolist()
+    canvas = side * tiles
+    out = int(canvas // math.sqrt(canvas * canvas / (4 * side * side)))  # 8
+    assert units[:side * side] == [0] * (side * side)  # the base image
+    grid = units[side * side:]
+    assert len(grid) == out * (out + 1)  # each row closed by a newline
+
+    def sources(i):  # the two canvas rows (or columns) output index i reads
+        y = max((i + 0.5) * canvas / out - 0.5, 0)
+        return {math.floor(y), min(math.floor(y) + 1, canvas - 1)}
+
+    for i in range(out):
+        for j in range(out + 1):
+            u = grid[i * (out + 1) + j]
+            if j == out:
+                assert u == -1
+                continue
+            touched = {1 + (y // side) * tiles + x // side for y in sources(i) for x in sources(j)}
+            assert u in touched, (i, j, u, touched)
+    assert set(grid) - {-1} == set(range(1, 1 + tiles * tiles))
