@@ -44,6 +44,15 @@ _TARGETS: Dict[int, Tuple["VisionCapture", tuple]] = {}
 QUERY_CHUNK = 1 << 24  # elements of one (heads, queries, keys) block of received attention: bounds memory
 
 
+def _by_row(flat: torch.Tensor, counts: List[int], fill, device) -> torch.Tensor:
+    """``(B, max N)``: each row's ``counts[b]`` values of ``flat`` (the prompt's image tokens, row after row), then
+    ``fill``. Laid out where the tower ran: a copy to the host would stall a GPU at every prompt."""
+    out = torch.full((len(counts), max(counts) if counts else 0), fill, dtype=flat.dtype, device=flat.device)
+    for b, piece in enumerate(torch.split(flat, counts)):
+        out[b, :piece.numel()] = piece
+    return out.to(device)
+
+
 @dataclass
 class VisionRecord:
     """What one ``get_image_features`` call gave: its arguments and the statistic's pieces in call order."""
@@ -283,11 +292,7 @@ class VisionCapture:
         if flat.numel() != total:
             raise RuntimeError(f"SequentialPrune: the vision tower scored {flat.numel()} image tokens, but the prompt "
                                f"holds {total} image tokens (were images encoded by hand, without this prompt?)")
-        # laid out where the tower ran: a copy to the host would stall a GPU at every prompt
-        out = torch.full((len(counts), max(counts) if counts else 0), float("-inf"), device=flat.device)
-        for b, piece in enumerate(torch.split(flat, counts)):
-            out[b, :piece.numel()] = piece
-        return out.to(device)
+        return _by_row(flat, counts, float("-inf"), device)
 
     def token_units(self, counts: List[int], device) -> Optional[torch.Tensor]:
         """``(B, max N)`` long: the vision-encoder input (image, crop, tile) of each row's prompt image tokens, as
@@ -299,10 +304,7 @@ class VisionCapture:
         if flat.numel() != sum(counts):
             raise RuntimeError(f"SequentialPrune: the vision units cover {flat.numel()} image tokens, but the prompt "
                                f"holds {sum(counts)}")
-        out = torch.full((len(counts), max(counts) if counts else 0), -1, dtype=torch.long, device=flat.device)
-        for b, piece in enumerate(torch.split(flat, counts)):
-            out[b, :piece.numel()] = piece
-        return out.to(device)
+        return _by_row(flat, counts, -1, device)
 
     def token_data(self, counts: List[int]) -> List[dict]:
         """Per row, what a merging scorer reads of its ``counts[b]`` prompt image tokens (in prompt order), as the

@@ -109,6 +109,12 @@ def unit_split(units: Optional[torch.Tensor], keep: int) -> List[Tuple[torch.Ten
     return [(g, q) for g, q in out if q > 0]
 
 
+def row_units(inp: "ScoreInputs", r: int, at: torch.Tensor, scope: str) -> Optional[torch.Tensor]:
+    """The units of row ``r``'s prompt image tokens ``at`` (indices among them) for :func:`unit_split`: None
+    (one pool) under ``scope="prompt"`` or where the family gave no units."""
+    return None if scope == "prompt" or inp.units is None else inp.units[r, at.to(inp.units.device)]
+
+
 def keep_per_unit(scores: torch.Tensor, candidates: torch.Tensor, units: torch.Tensor, keep: int) -> torch.Tensor:
     """(n,) bool: ``keep`` of the ``candidates`` (n,) bool, each unit of ``units`` (n,) long keeping its
     :func:`unit_split` share of them by highest ``scores`` (the earlier token on a tie)."""

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from .base import Scorer, ScoreInputs, check_scope, keep_mask_from_rows, register_scorer, unit_split
+from .base import Scorer, ScoreInputs, check_scope, keep_mask_from_rows, register_scorer, row_units, unit_split
 
 # The official object layers as fractions of the tower's depth, for towers of other depths: 9 of CLIP-L's 24
 # (LLaVA: towers with CLS), 16 of Qwen2.5-VL's 32 blocks (towers without CLS).
@@ -115,7 +115,7 @@ class HiPrune(Scorer):
             if slots.numel() != coords.shape[0]:
                 raise RuntimeError("the hiprune scorer needs every image token present (it prunes once)")
             shallow, deep = shallow_all[r, idx.to(shallow_all.device)], inp.vision[r, idx.to(inp.vision.device)]
-            units = None if self.scope == "prompt" or inp.units is None else inp.units[r, idx.to(inp.units.device)]
+            units = row_units(inp, r, idx, self.scope)
             got = []
             for sub, ku in unit_split(units, inp.keep):
                 if sub is None:

@@ -7,7 +7,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .base import Scorer, ScoreInputs, Selection, check_scope, pool_split, register_scorer, unit_split
+from .base import (Scorer, ScoreInputs, Selection, check_scope, pool_split, register_scorer, row_units,
+                   unit_split)
 
 
 def contextual_count(keep: int, ratio: float) -> int:
@@ -104,7 +105,7 @@ class VisionZip(Scorer):
             pick = idx[cand.to(idx.device)]
             score, metric = inp.vision[r, pick.to(inp.vision.device)], data["keys"][pick.to(data["keys"].device)]
             pre = data["features"][pick.to(data["features"].device)]
-            units = None if self.scope == "prompt" or inp.units is None else inp.units[r, pick.to(inp.units.device)]
+            units = row_units(inp, r, pick, self.scope)
             first = None if units is None else int(inp.units[r][inp.units[r] >= 0].min())  # the row's first unit
             kept, new = fill.tolist(), {}
             for at, q, cls in self._groups(units, first, cand, data["cls"], k):  # at: positions among candidates

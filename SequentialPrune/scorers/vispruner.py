@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .base import Scorer, ScoreInputs, check_scope, keep_mask_from_rows, pool_split, register_scorer, unit_split
+from .base import (Scorer, ScoreInputs, check_scope, keep_mask_from_rows, pool_split, register_scorer, row_units,
+                   unit_split)
 
 
 def vispruner_keep(score: torch.Tensor, features: torch.Tensor, keep: int, important_ratio: float,
@@ -68,13 +69,12 @@ class VisPruner(Scorer):
             cand, k, fill = pool_split(None if pool is None else pool[idx.to(pool.device)], idx.numel(), inp.keep)
             pick = idx[cand.to(idx.device)]
             score, feat = inp.vision[r, pick.to(inp.vision.device)], feats[pick.to(feats.device)]
-            units = None if self.scope == "prompt" or inp.units is None else inp.units[r, pick.to(inp.units.device)]
             got = [fill]
-            for sub, ku in unit_split(units, k):  # sub: candidates of one unit (None: all of them)
+            for sub, ku in unit_split(row_units(inp, r, pick, self.scope), k):  # sub: one unit's (None: all)
                 sub = torch.arange(pick.numel()) if sub is None else sub
                 at = vispruner_keep(score[sub.to(score.device)], feat[sub.to(feat.device)], ku,
                                     float(self.important_ratio), int(self.per_round)).cpu()
-                got.insert(-1, cand[sub[at]])
+                got.append(cand[sub[at]])
             got = torch.cat(got)
             rows.append(slots[got.to(slots.device)])
         return keep_mask_from_rows((b, n), rows, inp.visual.device)

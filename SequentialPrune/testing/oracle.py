@@ -167,13 +167,10 @@ class MaskedReference:
             rank = torch.cumsum(self.visual[r].long(), 0) - 1
             scores = self.vision(r)
             by_pos = {p: float(scores[int(rank[p])]) for p in pos}
-            if self.options.get("scope", "image") == "prompt":
-                return ref.by_score(by_pos, pos, k)
-            if self.units is None:
-                raise ValueError("the vision_attention reference splits the budget per image: it needs the test's "
-                                 "own units (units=...)")
-            units = self.units(r)
-            return ref.by_score_per_unit(by_pos, [units[int(rank[p])] for p in pos], pos, k)
+            kept = []
+            for group, q in self._unit_groups(r, [int(rank[p]) for p in pos], k):
+                kept += ref.by_score(by_pos, [pos[j] for j in group], q)
+            return sorted(kept)
         if s == "vispruner":
             if self.vision is None or self.vision_features is None:
                 raise ValueError("the vispruner reference needs the test's own vision scores and features")

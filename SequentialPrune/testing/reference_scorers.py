@@ -46,15 +46,6 @@ def unit_shares(units: Sequence[int], k: int) -> Dict[int, int]:
     return quota
 
 
-def by_score_per_unit(scores, units: Sequence[int], image_pos: Sequence[int], k: int) -> List[int]:
-    """FasterVLM with per-image budgets: ``units[j]`` is the unit of ``image_pos[j]``; each unit's
-    :func:`unit_shares` count of its top tokens by score."""
-    out: List[int] = []
-    for u, q in unit_shares(units, k).items():
-        out += by_score(scores, [p for p, v in zip(image_pos, units) if v == u], q)
-    return sorted(out)
-
-
 def last_token_attention(q: torch.Tensor, k: torch.Tensor, allowed: Sequence[int], scaling: float) -> Dict[int, float]:
     """Mean over query heads of the last query's softmax attention over ``allowed`` keys, one head at a
     time. ``q``: (Hq, n, d) and ``k``: (Hkv, n, d) after RoPE; grouped heads share their key head."""
